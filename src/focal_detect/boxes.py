@@ -1,0 +1,518 @@
+r"""Axis-aligned box operations: areas, IoU, format conversion, clipping and NMS.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels. A box is *valid* when ``x1 <= x2`` and
+``y1 <= y2``; it is *zero-area* when one of its sides is 0 and *degenerate* when
+``x2 < x1`` or ``y2 < y1``.
+
+Conventions shared with :mod:`torchvision.ops` (and checked against it by the tests):
+
+* For valid boxes with a positive union, :func:`box_iou` and
+  :func:`generalized_box_iou` compute the same floating-point operations in the same
+  order as torchvision, so their values are bit-identical.
+* :func:`nms` and :func:`batched_nms` return the same indices in the same order as
+  torchvision's C++ kernel, ties and degenerate boxes included.
+
+Deliberate differences:
+
+* Where torchvision divides 0 by 0 (IoU of two zero-area boxes, GIoU of two boxes
+  whose enclosing box has zero area) and returns NaN, we return a finite value
+  (IoU 0, enclosing-box penalty 0). Degenerate boxes get IoU 0 with everything
+  (torchvision may return ``-0.0`` or NaN there).
+* ``float16``/``bfloat16`` inputs are converted to ``float32`` *before* any
+  arithmetic (torchvision subtracts in half precision first); areas and IoUs are
+  returned in ``float32`` (as torchvision) because an 800 px box has area
+  :math:`640000 > 65504`, the largest ``float16``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from focal_detect._checks import (
+    check_boxes,
+    check_float_tensor,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "generalized_box_iou",
+    "box_xyxy_to_cxcywh",
+    "box_cxcywh_to_xyxy",
+    "clip_boxes",
+    "remove_small_boxes",
+    "nms",
+    "batched_nms",
+]
+
+
+def _upcast(t: Tensor) -> Tensor:
+    """Half-precision floats to ``float32``; ``float32``/``float64`` unchanged."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()
+    return t
+
+
+def _check_last4(fn: str, name: str, boxes: object) -> Tensor:
+    t = check_float_tensor(fn, name, boxes)
+    if t.ndim < 1 or t.shape[-1] != 4:
+        raise ValueError(f"{fn}: {name} must have shape (..., 4), got {tuple(t.shape)}")
+    return t
+
+
+def _check_pair(fn: str, boxes1: object, boxes2: object) -> tuple[Tensor, Tensor]:
+    a = check_boxes(fn, "boxes1", boxes1, batched=None)
+    b = check_boxes(fn, "boxes2", boxes2, batched=None)
+    check_same_device(fn, boxes1=a, boxes2=b)
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"{fn}: boxes2 must have the same batch size as boxes1 ({a.shape[0]}), "
+            f"got {b.shape[0]}"
+        )
+    return a, b
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    r"""Area of each box, :math:`(x_2 - x_1)(y_2 - y_1)`.
+
+    Degenerate boxes (``x2 < x1`` or ``y2 < y1``) are not clamped: their "area" is the
+    signed product, as in torchvision.
+
+    Args:
+        boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
+
+    Returns:
+        Shape ``(...)``; ``float32`` for ``float16``/``bfloat16`` input (a half-precision
+        area overflows beyond 65504 px², i.e. a 256 px square), else the input dtype.
+
+    Raises:
+        TypeError: ``boxes`` is not a floating-point tensor.
+        ValueError: The last dimension of ``boxes`` is not 4.
+
+    Example:
+        >>> box_area(torch.tensor([[0.0, 0.0, 2.0, 3.0], [1.0, 1.0, 1.0, 5.0]]))
+        tensor([6., 0.])
+    """
+    boxes = _upcast(_check_last4("box_area", "boxes", boxes))
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    # Same operations, in the same order, as torchvision's _box_inter_union, written
+    # per coordinate (max/min are exact, so the values are bit-identical).
+    area1 = box_area(boxes1)
+    area2 = box_area(boxes2)
+    a = boxes1[..., :, None, :]
+    b = boxes2[..., None, :, :]
+    w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    inter = w * h
+    union = area1[..., :, None] + area2[..., None, :] - inter
+    return inter, union
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    r"""Pairwise intersection over union (Jaccard index).
+
+    .. math:: \mathrm{IoU}(a, b) = \frac{|a \cap b|}{|a| + |b| - |a \cap b|}
+
+    where :math:`|a \cap b| = \max(0, \min(x_2^a, x_2^b) - \max(x_1^a, x_1^b))
+    \cdot \max(0, \min(y_2^a, y_2^b) - \max(y_1^a, y_1^b))`.
+
+    For valid boxes with a positive union the result is bit-identical to
+    ``torchvision.ops.box_iou``. Where the union is not positive (two zero-area
+    boxes, degenerate boxes) the IoU is defined as 0 instead of torchvision's NaN /
+    ``-0.0``, so the result is always finite for finite input and lies in ``[0, 1]``.
+
+    Args:
+        boxes1: ``(N, 4)`` or ``(B, N, 4)`` in ``(x1, y1, x2, y2)``.
+        boxes2: ``(M, 4)`` or ``(B, M, 4)``. A 2-D argument is broadcast against a
+            batched one.
+
+    Returns:
+        ``(N, M)``, or ``(B, N, M)`` when either input is batched. ``float32`` for
+        half-precision inputs (computed in ``float32``), else the input dtype.
+
+    Raises:
+        TypeError: An argument is not a floating-point tensor.
+        ValueError: Bad shapes, different batch sizes or devices.
+
+    Example:
+        >>> a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+        >>> b = torch.tensor([[1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
+        >>> box_iou(a, b)
+        tensor([[0.3333, 0.0000]])
+        >>> box_iou(b[1:], b[1:])  # two zero-area boxes: 0, not NaN
+        tensor([[0.]])
+    """
+    boxes1, boxes2 = _check_pair("box_iou", boxes1, boxes2)
+    inter, union = _inter_union(_upcast(boxes1), _upcast(boxes2))
+    iou = inter / union
+    return torch.where(union > 0, iou, torch.zeros((), dtype=iou.dtype, device=iou.device))
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    r"""Pairwise generalized IoU (Rezatofighi et al. 2019).
+
+    .. math:: \mathrm{GIoU}(a, b) = \mathrm{IoU}(a, b) - \frac{|C| - |a \cup b|}{|C|}
+
+    where :math:`C` is the smallest box enclosing :math:`a` and :math:`b`. For valid
+    boxes the value lies in ``[-1, 1]`` and is bit-identical to
+    ``torchvision.ops.generalized_box_iou`` whenever the union is positive. The IoU
+    term follows :func:`box_iou` (0 for a non-positive union) and the penalty term is
+    0 when :math:`|C| = 0` (torchvision: NaN), so the result is always finite.
+
+    Args:
+        boxes1: ``(N, 4)`` or ``(B, N, 4)`` in ``(x1, y1, x2, y2)``.
+        boxes2: ``(M, 4)`` or ``(B, M, 4)``.
+
+    Returns:
+        ``(N, M)`` or ``(B, N, M)``; ``float32`` for half-precision inputs.
+
+    Raises:
+        TypeError: An argument is not a floating-point tensor.
+        ValueError: Bad shapes, different batch sizes or devices.
+
+    Example:
+        >>> a = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+        >>> b = torch.tensor([[2.0, 0.0, 3.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+        >>> generalized_box_iou(a, b)
+        tensor([[-0.3333,  1.0000]])
+    """
+    boxes1, boxes2 = _check_pair("generalized_box_iou", boxes1, boxes2)
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    inter, union = _inter_union(boxes1, boxes2)
+    zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
+    iou = torch.where(union > 0, inter / union, zero)
+    a = boxes1[..., :, None, :]
+    b = boxes2[..., None, :, :]
+    wi = (torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])).clamp(min=0)
+    hi = (torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])).clamp(min=0)
+    areai = wi * hi
+    penalty = torch.where(areai > 0, (areai - union) / areai, zero)
+    return iou - penalty
+
+
+def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    r"""Convert ``(x1, y1, x2, y2)`` to ``(cx, cy, w, h)``.
+
+    :math:`c_x = (x_1 + x_2) / 2`, :math:`w = x_2 - x_1` (same operations as
+    ``torchvision.ops.box_convert``).
+
+    Args:
+        boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
+
+    Returns:
+        ``(..., 4)`` in ``(cx, cy, w, h)``, input dtype.
+
+    Example:
+        >>> box_xyxy_to_cxcywh(torch.tensor([[0.0, 2.0, 4.0, 8.0]]))
+        tensor([[2., 5., 4., 6.]])
+    """
+    boxes = _check_last4("box_xyxy_to_cxcywh", "boxes", boxes)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+
+
+def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    r"""Convert ``(cx, cy, w, h)`` to ``(x1, y1, x2, y2)``.
+
+    :math:`x_1 = c_x - w / 2`, :math:`x_2 = c_x + w / 2` (computed as
+    ``cx - 0.5 * w``, as ``torchvision.ops.box_convert``).
+
+    Args:
+        boxes: ``(..., 4)`` in ``(cx, cy, w, h)``.
+
+    Returns:
+        ``(..., 4)`` in ``(x1, y1, x2, y2)``, input dtype.
+
+    Example:
+        >>> box_cxcywh_to_xyxy(torch.tensor([[2.0, 5.0, 4.0, 6.0]]))
+        tensor([[0., 2., 4., 8.]])
+    """
+    boxes = _check_last4("box_cxcywh_to_xyxy", "boxes", boxes)
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
+
+
+def clip_boxes(boxes: Tensor, size: Sequence[float]) -> Tensor:
+    r"""Clip boxes to an image: :math:`x \in [0, W]`, :math:`y \in [0, H]`.
+
+    Same result as ``torchvision.ops.clip_boxes_to_image``. Boxes entirely outside
+    the image become zero-area boxes on its border (remove them with
+    :func:`remove_small_boxes`).
+
+    Args:
+        boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
+        size: ``(height, width)`` of the image, numbers ``>= 0``.
+
+    Returns:
+        ``(..., 4)``, input dtype.
+
+    Raises:
+        ValueError: ``size`` is not a pair of non-negative numbers.
+
+    Example:
+        >>> clip_boxes(torch.tensor([[-5.0, 2.0, 30.0, 40.0]]), size=(20, 10))
+        tensor([[ 0.,  2., 10., 20.]])
+    """
+    fn = "clip_boxes"
+    boxes = _check_last4(fn, "boxes", boxes)
+    if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+        raise ValueError(f"{fn}: size must be a pair (height, width), got {size!r}")
+    height = check_number(fn, "size[0] (height)", size[0], low=0)
+    width = check_number(fn, "size[1] (width)", size[1], low=0)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack(
+        (x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)),
+        dim=-1,
+    )
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    r"""Indices of the boxes whose width and height are both ``>= min_size``.
+
+    Same result as ``torchvision.ops.remove_small_boxes``; degenerate boxes (negative
+    width or height) are removed for any ``min_size >= 0``.
+
+    Args:
+        boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.
+        min_size: Minimum side length, a number ``>= 0``.
+
+    Returns:
+        ``(K,)`` int64 indices into ``boxes``, increasing.
+
+    Raises:
+        ValueError: Bad shape or negative ``min_size``.
+
+    Example:
+        >>> b = torch.tensor([[0.0, 0.0, 5.0, 5.0], [0.0, 0.0, 0.5, 9.0], [1.0, 1.0, 2.0, 2.0]])
+        >>> remove_small_boxes(b, min_size=1.0)
+        tensor([0, 2])
+    """
+    fn = "remove_small_boxes"
+    boxes = check_boxes(fn, "boxes", boxes)
+    min_size = check_number(fn, "min_size", min_size, low=0)
+    ws = boxes[:, 2] - boxes[:, 0]
+    hs = boxes[:, 3] - boxes[:, 1]
+    return torch.where((ws >= min_size) & (hs >= min_size))[0]
+
+
+# --------------------------------------------------------------------------- NMS
+
+
+def _float32_threshold(thr: float, dtype: torch.dtype) -> float:
+    """A threshold ``t`` of ``dtype`` with ``x > t`` iff ``x > thr`` for every ``x``.
+
+    torchvision's kernel compares a ``float`` IoU with a ``double`` threshold; a
+    tensor comparison would round ``thr`` to ``float32`` first. When rounding goes up,
+    use the ``float32`` just below so both comparisons agree for every ``float32``.
+    """
+    if dtype == torch.float64:
+        return thr
+    t = torch.tensor(thr, dtype=torch.float32)
+    if float(t) > thr:
+        t = torch.nextafter(t, torch.tensor(float("-inf")))
+    return float(t)
+
+
+def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> Tensor:
+    r"""Exact greedy NMS on ``C`` independent groups at once.
+
+    ``boxes`` ``(C, L, 4)`` holds each group's boxes in decreasing score order,
+    padded to length ``L``; ``valid`` ``(C, L)`` marks real boxes; ``counts`` the
+    number per group, non-increasing. Returns the keep mask ``(C, L)``.
+
+    Greedy NMS keeps box ``j`` iff no *kept* box ``i < j`` has IoU > thr with it,
+    i.e. the keep mask is the unique fixed point of
+    :math:`k_j = a_j \wedge \neg \bigvee_{i<j} (S_{ij} \wedge k_i)`. The columns are
+    processed in blocks; inside a block the fixed point is found by iterating from
+    ``k = a`` (each step finalises at least the next undecided box, usually a few
+    steps suffice); the kept boxes of a block then suppress the later blocks.
+    """
+    C, L = valid.shape
+    device = boxes.device
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    # Whole groups in one block when the (C, L, L) matrix is small, else blocks of 256.
+    block = L if C * L * L <= 4_000_000 else 256
+    keep = torch.zeros(C, L, dtype=torch.bool, device=device)
+    alive_all = valid.clone()
+    for s in range(0, L, block):
+        e = min(s + block, L)
+        ca = sum(1 for n in counts if n > s)  # groups with boxes in this block (a prefix)
+        cr = sum(1 for n in counts if n > e)  # groups with boxes after this block
+        bb = boxes[:ca, s:e]
+        ab = area[:ca, s:e]
+        sup = _overlaps(bb, ab, bb, ab, thr)
+        sup = torch.triu(sup, diagonal=1).to(boxes.dtype)  # S_ij for i < j only
+        alive = alive_all[:ca, s:e]
+        k = alive
+        for _ in range(e - s + 1):
+            hit = torch.bmm(k.to(sup.dtype).unsqueeze(1), sup).squeeze(1) > 0
+            new = alive & ~hit
+            if torch.equal(new, k):
+                break
+            k = new
+        keep[:ca, s:e] = k
+        if cr and e < L:
+            rest_end = counts[0]
+            rb, ra = boxes[:cr, e:rest_end], area[:cr, e:rest_end]
+            over = _overlaps(bb[:cr], ab[:cr], rb, ra, thr).to(boxes.dtype)
+            hit = torch.bmm(k[:cr].to(over.dtype).unsqueeze(1), over).squeeze(1) > 0
+            alive_all[:cr, e:rest_end] &= ~hit
+    return keep
+
+
+def _overlaps(b1: Tensor, a1: Tensor, b2: Tensor, a2: Tensor, thr: float) -> Tensor:
+    """``IoU > thr`` for (C, P, 4) x (C, Q, 4), computed as torchvision's NMS kernel:
+    ``inter / (area_i + area_j - inter)`` with unclamped areas (0/0 is NaN, never
+    greater than the threshold)."""
+    x = b1[:, :, None, :]
+    y = b2[:, None, :, :]
+    w = (torch.minimum(x[..., 2], y[..., 2]) - torch.maximum(x[..., 0], y[..., 0])).clamp_(min=0)
+    h = (torch.minimum(x[..., 3], y[..., 3]) - torch.maximum(x[..., 1], y[..., 1])).clamp_(min=0)
+    inter = w.mul_(h)
+    union = (a1[:, :, None] + a2[:, None, :]).sub_(inter)
+    return inter.div_(union) > thr
+
+
+def _check_nms_args(fn: str, boxes: object, scores: object, iou_threshold: object) -> float:
+    boxes = check_boxes(fn, "boxes", boxes)
+    scores = check_float_tensor(fn, "scores", scores)
+    if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"{fn}: scores must have shape (N,) with N = {boxes.shape[0]} (from boxes), "
+            f"got {tuple(scores.shape)}"
+        )
+    check_same_device(fn, boxes=boxes, scores=scores)
+    return check_number(fn, "iou_threshold", iou_threshold)
+
+
+def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: float) -> Tensor:
+    n = boxes.shape[0]
+    device = boxes.device
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    work = boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.float()
+    thr_t = _float32_threshold(thr, work.dtype)
+    # Stable descending sort: ties keep index order, NaN scores come first (as
+    # torch.sort and torchvision's kernel).
+    order = torch.sort(scores, descending=True, stable=True)[1]
+    if idxs is None:
+        counts = [n]
+        padded = work[order].unsqueeze(0)
+        valid = torch.ones(1, n, dtype=torch.bool, device=device)
+        keep = _nms_padded(padded, valid, counts, thr_t)[0]
+        return order[keep]
+    # Group by class: a stable sort of the score-sorted classes keeps score order
+    # inside each class.
+    cls_sorted, perm = torch.sort(idxs[order], stable=True)
+    order = order[perm]
+    uniq, cnt = torch.unique_consecutive(cls_sorted, return_counts=True)
+    # Groups ordered by size (largest first) so the groups alive in a block are a prefix.
+    cnt_sorted, grp_order = torch.sort(cnt, descending=True, stable=True)
+    counts = cnt_sorted.tolist()
+    C, L = len(counts), counts[0]
+    starts = torch.cumsum(cnt, 0) - cnt  # start of each group in `order`
+    # Slot of each sorted box: row = rank of its group, column = position in group.
+    group_of = torch.repeat_interleave(torch.arange(C, device=device), cnt)
+    rank = torch.empty_like(grp_order)
+    rank[grp_order] = torch.arange(C, device=device)
+    row = rank[group_of]
+    col = torch.arange(n, device=device) - starts[group_of]
+    padded = work.new_zeros(C, L, 4)
+    padded[row, col] = work[order]
+    valid = torch.zeros(C, L, dtype=torch.bool, device=device)
+    valid[row, col] = True
+    keep_pad = _nms_padded(padded, valid, counts, thr_t)
+    kept = order[keep_pad[row, col]]
+    # Final order: decreasing score, ties by index (as torchvision).
+    kept = torch.sort(kept)[0]
+    return kept[torch.sort(scores[kept], descending=True, stable=True)[1]]
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    r"""Greedy non-maximum suppression, exact and in pure PyTorch.
+
+    Boxes are visited in decreasing score order (ties: lower index first, NaN scores
+    first, as ``torch.sort``); a box is kept unless a previously *kept* box has
+    :math:`\mathrm{IoU} > \text{iou\_threshold}` with it. The IoU is computed as
+    torchvision's kernel does (unclamped areas; the 0/0 of two zero-area boxes never
+    suppresses), so the result equals ``torchvision.ops.nms`` index for index.
+    Half-precision boxes are processed in ``float32``.
+
+    The greedy recurrence is solved without a Python loop over boxes: boxes are
+    processed in blocks and each block's keep mask is the fixed point of
+    :math:`k_j = \neg \bigvee_{i<j} (\mathrm{IoU}_{ij} > t \wedge k_i)`, found by a
+    few vectorised iterations.
+
+    Args:
+        boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.
+        scores: ``(N,)`` scores.
+        iou_threshold: Boxes with IoU strictly above it are suppressed.
+
+    Returns:
+        ``(K,)`` int64 indices of the kept boxes, in decreasing score order.
+
+    Raises:
+        TypeError: Non-tensor or non-float ``boxes``/``scores``.
+        ValueError: Bad shapes, different devices, non-numeric threshold.
+
+    Example:
+        >>> boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0],
+        ...                       [20.0, 20.0, 30.0, 30.0]])
+        >>> nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+        tensor([0, 2])
+    """
+    thr = _check_nms_args("nms", boxes, scores, iou_threshold)
+    return _batched_nms_impl(boxes, scores, None, thr)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    r"""Greedy NMS applied independently to each category ``idxs``.
+
+    Boxes of different categories never suppress each other. Same result as
+    ``torchvision.ops.batched_nms`` (its per-class path; its offset-coordinate path
+    for small inputs shifts boxes, which can change an IoU by one rounding step, so
+    the two torchvision paths themselves can disagree at an exact threshold tie).
+    All categories are processed together in a padded ``(C, L, 4)`` layout, see
+    :func:`nms`.
+
+    Args:
+        boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.
+        scores: ``(N,)`` scores.
+        idxs: ``(N,)`` integer category of each box.
+        iou_threshold: Boxes with IoU strictly above it are suppressed.
+
+    Returns:
+        ``(K,)`` int64 indices of the kept boxes, in decreasing score order (ties:
+        lower index first).
+
+    Raises:
+        TypeError: Non-tensor arguments or non-integer ``idxs``.
+        ValueError: Bad shapes, different devices, non-numeric threshold.
+
+    Example:
+        >>> boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0],
+        ...                       [1.0, 1.0, 11.0, 11.0]])
+        >>> batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1]), 0.5)
+        tensor([0, 2])
+    """
+    fn = "batched_nms"
+    thr = _check_nms_args(fn, boxes, scores, iou_threshold)
+    idxs = check_tensor(fn, "idxs", idxs)
+    if idxs.is_floating_point() or idxs.is_complex() or idxs.dtype == torch.bool:
+        raise TypeError(f"{fn}: idxs must be an integer tensor, got dtype {idxs.dtype}")
+    if idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"{fn}: idxs must have shape (N,) with N = {boxes.shape[0]} (from boxes), "
+            f"got {tuple(idxs.shape)}"
+        )
+    check_same_device(fn, boxes=boxes, idxs=idxs)
+    return _batched_nms_impl(boxes, scores, idxs, thr)
