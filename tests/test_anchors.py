@@ -1,0 +1,394 @@
+"""Tests for focal_detect.anchors: paper geometry, layout, cache, conventions, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from focal_detect.anchors import CONVENTIONS, AnchorGenerator, AnchorLevel
+
+DATA = Path(__file__).parent / "data"
+PAPER_SIZES = (32, 64, 128, 256, 512)
+OCTAVES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+
+
+def _wh(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+
+
+def _loop_anchors(gen: AnchorGenerator, feature_sizes, dtype=torch.float64) -> torch.Tensor:
+    """Plain triple loop: level, y, x, a - the documented order."""
+    rows = []
+    for lvl, (h, w) in enumerate(feature_sizes):
+        cells = gen.cell_anchors(lvl, dtype=dtype)
+        lv = gen.levels(feature_sizes, dtype=dtype)[lvl]
+        for y in range(h):
+            for x in range(w):
+                t = torch.tensor([x * lv.stride + lv.shift, y * lv.stride + lv.shift] * 2, dtype=dtype)
+                for a in range(cells.shape[0]):
+                    rows.append(cells[a] + t)
+    return torch.stack(rows)
+
+
+# ----------------------------------------------------------------------------- paper
+
+
+def test_paper_defaults() -> None:
+    gen = AnchorGenerator()
+    assert gen.num_anchors_per_location == 9
+    assert gen.num_levels == 5
+    assert gen.strides == (8, 16, 32, 64, 128)
+    assert gen.convention == "paper" and gen.offset == 0.0 and gen.order == "ratio-major"
+
+
+@pytest.mark.parametrize("level", range(5))
+def test_paper_cell_anchor_areas_and_aspects(level: int) -> None:
+    cells = AnchorGenerator().cell_anchors(level, dtype=torch.float64)
+    w, h = _wh(cells)
+    # ratio-major: a = ratio_index * 3 + scale_index
+    for i, r in enumerate((0.5, 1.0, 2.0)):
+        for j, c in enumerate(OCTAVES):
+            a = i * 3 + j
+            side = PAPER_SIZES[level] * c
+            assert w[a] * h[a] == pytest.approx(side**2, rel=1e-12)
+            assert h[a] / w[a] == pytest.approx(r, rel=1e-12)
+    # Centred on the location origin (offset 0).
+    torch.testing.assert_close(cells[:, :2], -cells[:, 2:], rtol=0, atol=0)
+
+
+def test_paper_covers_32_to_813_pixels() -> None:
+    gen = AnchorGenerator()
+    sides = [
+        math.sqrt(float(w * h))
+        for lvl in range(5)
+        for w, h in zip(*_wh(gen.cell_anchors(lvl, dtype=torch.float64)))
+    ]
+    assert min(sides) == pytest.approx(32.0)
+    assert max(sides) == pytest.approx(512 * 2 ** (2 / 3))  # 812.7, "up to 813 pixels"
+
+
+def test_anchor_count_is_sum_hwa() -> None:
+    gen = AnchorGenerator()
+    fs = gen.feature_sizes_for((100, 150))
+    assert fs == [(13, 19), (7, 10), (4, 5), (2, 3), (1, 2)]
+    assert gen(fs).shape == (9 * sum(h * w for h, w in fs), 4)
+
+
+def test_grid_matches_plain_loop_and_order() -> None:
+    gen = AnchorGenerator(sizes=(32, 64), strides=(8, 16))
+    fs = [(3, 4), (2, 3)]
+    anchors = gen(fs, dtype=torch.float64)
+    torch.testing.assert_close(anchors, _loop_anchors(gen, fs), rtol=0, atol=0)
+    # Row (y * W + x) * A + a: anchor 1 of location (y=2, x=3) on level 0.
+    row = anchors[(2 * 4 + 3) * 9 + 1]
+    torch.testing.assert_close(row, gen.cell_anchors(0, dtype=torch.float64)[1] + torch.tensor([24.0, 16.0] * 2,
+                               dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_grid_anchors_are_the_per_level_pieces_of_call() -> None:
+    gen = AnchorGenerator()
+    fs = gen.feature_sizes_for((128, 96))
+    parts = gen.grid_anchors(fs)
+    assert [p.shape[0] for p in parts] == [h * w * 9 for h, w in fs]
+    assert torch.equal(torch.cat(parts), gen(fs))
+
+
+def test_offset_moves_centres_by_offset_times_stride() -> None:
+    a0 = AnchorGenerator()([(2, 2)] * 5, dtype=torch.float64)
+    a5 = AnchorGenerator(offset=0.5)([(2, 2)] * 5, dtype=torch.float64)
+    levels = AnchorGenerator().levels([(2, 2)] * 5)
+    for lv in levels:
+        sl = slice(lv.start, lv.end)
+        torch.testing.assert_close(a5[sl] - a0[sl], torch.full_like(a0[sl], lv.stride / 2), rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- levels
+
+
+def _check_levels_identity(gen: AnchorGenerator, fs, dtype: torch.dtype) -> None:
+    anchors = gen(fs, dtype=dtype)
+    levels = gen.levels(fs, dtype=dtype)
+    A = gen.num_anchors_per_location
+    assert [lv.start for lv in levels] == [sum(h * w * A for h, w in fs[:k]) for k in range(len(fs))]
+    assert levels[-1].end == anchors.shape[0]
+    for k, lv in enumerate(levels):
+        assert (lv.height, lv.width) == tuple(fs[k])
+        assert lv.cell_anchors.dtype == dtype
+        assert torch.equal(lv.cell_anchors, gen.cell_anchors(k, dtype=dtype))
+        # Vectorised form of anchors[start + (y*W + x)*A + a] == cell[a] + (xs+d, ys+d, ...)
+        ys, xs = torch.meshgrid(torch.arange(lv.height), torch.arange(lv.width), indexing="ij")
+        tx = torch.tensor([x * lv.stride + lv.shift for x in xs.flatten().tolist()], dtype=dtype)
+        ty = torch.tensor([y * lv.stride + lv.shift for y in ys.flatten().tolist()], dtype=dtype)
+        t = torch.stack([tx, ty, tx, ty], dim=1)
+        expect = (t[:, None, :] + lv.cell_anchors[None, :, :]).reshape(-1, 4)
+        got = anchors[lv.start : lv.end]
+        assert torch.equal(got, expect)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_levels_identity_bit_exact(convention: str, dtype: torch.dtype) -> None:
+    gen = AnchorGenerator.from_preset(convention)
+    _check_levels_identity(gen, gen.feature_sizes_for((200, 330)), dtype)
+
+
+def test_levels_identity_with_python_scalars_float32() -> None:
+    # The form a matcher writes: cell_anchors[a] + Python numbers.
+    gen = AnchorGenerator.from_preset("keras-retinanet")
+    fs = gen.feature_sizes_for((300, 500))
+    anchors, levels = gen(fs), gen.levels(fs)
+    for lv in levels:
+        for y, x, a in [(0, 0, 0), (lv.height - 1, lv.width - 1, 8), (lv.height // 2, lv.width // 3, 4)]:
+            sx, sy = x * lv.stride + lv.shift, y * lv.stride + lv.shift
+            expect = lv.cell_anchors[a] + torch.tensor([sx, sy, sx, sy])
+            assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a], expect)
+            assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a][0::2], lv.cell_anchors[a][0::2] + sx)
+            assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a][1::2], lv.cell_anchors[a][1::2] + sy)
+
+
+@given(
+    fs=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=5, max_size=5),
+    convention=st.sampled_from(CONVENTIONS),
+)
+def test_levels_identity_property(fs, convention) -> None:
+    gen = AnchorGenerator.from_preset(convention)
+    _check_levels_identity(gen, fs, torch.float32)
+    assert gen(fs).shape[0] == sum(h * w for h, w in fs) * 9
+
+
+def test_anchor_level_is_frozen() -> None:
+    lv = AnchorGenerator().levels([(1, 1)] * 5)[0]
+    assert isinstance(lv, AnchorLevel)
+    with pytest.raises(AttributeError):
+        lv.start = 3  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- cache, dtype
+
+
+def test_cache_returns_same_object_per_key() -> None:
+    gen = AnchorGenerator()
+    fs = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
+    a = gen(fs)
+    assert gen([list(s) for s in fs]) is a  # lists and tuples share a key
+    assert gen(fs, device="cpu") is a
+    assert gen.grid_anchors(fs)[0] is gen.grid_anchors(fs)[0]
+    b = gen(fs, dtype=torch.float64)
+    assert b is not a and b.dtype == torch.float64
+    assert gen([(4, 5), (2, 2), (1, 1), (1, 1), (1, 1)]) is not a
+
+
+def test_cache_is_bounded() -> None:
+    from focal_detect import anchors as mod
+
+    gen = AnchorGenerator()
+    first = gen([(1, 1)] * 5)
+    for k in range(mod.CACHE_SIZE):
+        gen([(k + 2, 1)] + [(1, 1)] * 4)
+    assert len(gen._cache) == mod.CACHE_SIZE
+    assert gen([(1, 1)] * 5) is not first  # the oldest key was evicted
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes_cast_from_accurate_cells(dtype: torch.dtype) -> None:
+    gen = AnchorGenerator()
+    fs = gen.feature_sizes_for((256, 256))
+    ref = gen(fs, dtype=torch.float64)
+    got = gen(fs, dtype=dtype)
+    assert got.dtype == dtype
+    # Paper cells are computed in float64 and rounded once to dtype, the translation too,
+    # then one rounded addition: at most ~1.5 ulp of the operands' magnitude.
+    eps = torch.finfo(dtype).eps
+    for lv in gen.levels(fs, dtype=torch.float64):
+        sl = slice(lv.start, lv.end)
+        bound = 1.5 * eps * (ref[sl].abs() + lv.cell_anchors.abs().max())
+        err = (got[sl].double() - ref[sl]).abs()
+        assert bool((err <= bound).all())
+    if dtype == torch.float64:
+        assert torch.equal(got, ref)
+
+
+def test_float64_paper_cells_are_not_float32_rounded() -> None:
+    cell = AnchorGenerator().cell_anchors(0, dtype=torch.float64)[0]
+    # Ratio 1:2, scale 1: width 32 * sqrt(2), computed in double precision.
+    assert float(cell[2]) == pytest.approx(16 * math.sqrt(2), rel=1e-15)
+    assert float(cell[2]) != float(torch.tensor(16 * math.sqrt(2), dtype=torch.float32))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sizes": (32, 0, 128, 256, 512)}, r"sizes\[1\] must be in"),
+        ({"sizes": (32, -64, 128, 256, 512)}, r"sizes\[1\]"),
+        ({"scales": (1.0, 0.0)}, r"scales\[1\]"),
+        ({"ratios": ()}, "ratios must not be empty"),
+        ({"ratios": (0.5, float("nan"))}, r"ratios\[1\]"),
+        ({"strides": (8, 16, 32, 64)}, "strides must have the same length as sizes"),
+        ({"strides": (8, 16, 0, 64, 128)}, r"strides\[2\] must be positive"),
+        ({"offset": 1.5}, "offset must be in"),
+        ({"convention": "yolo"}, "convention must be one of"),
+        ({"order": "random"}, "order must be one of"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        AnchorGenerator(**kwargs)
+
+
+def test_bad_types() -> None:
+    with pytest.raises(TypeError, match=r"strides\[0\] must be an int"):
+        AnchorGenerator(strides=(8.0, 16, 32, 64, 128))
+    with pytest.raises(TypeError, match="sizes must be a sequence"):
+        AnchorGenerator(sizes=32)
+    with pytest.raises(TypeError, match="dtype must be a floating"):
+        AnchorGenerator()([(1, 1)] * 5, dtype=torch.int64)
+
+
+def test_bad_preset() -> None:
+    with pytest.raises(ValueError, match="name must be one of"):
+        AnchorGenerator.from_preset("torchvison")
+    with pytest.raises(TypeError, match="overrides must be among"):
+        AnchorGenerator.from_preset("paper", convention="torchvision")
+
+
+def test_bad_feature_sizes() -> None:
+    gen = AnchorGenerator()
+    with pytest.raises(ValueError, match=r"feature_sizes must have one \(H, W\) per level \(5\), got 4"):
+        gen([(1, 1)] * 4)
+    with pytest.raises(ValueError, match=r"feature_sizes\[2\] must be a pair"):
+        gen.levels([(1, 1), (1, 1), (0, 1), (1, 1), (1, 1)])
+    with pytest.raises(ValueError, match=r"feature_sizes\[0\] must be a pair"):
+        gen.grid_anchors([(1, 1, 1)] + [(1, 1)] * 4)
+    with pytest.raises(ValueError, match="level must be in"):
+        gen.cell_anchors(5)
+    with pytest.raises(ValueError, match="image_size must be a pair"):
+        gen.feature_sizes_for((0, 10))
+
+
+def test_feature_sizes_accept_torch_size() -> None:
+    gen = AnchorGenerator()
+    feats = [torch.zeros(1, 1, 3, 5).shape[-2:]] * 5
+    assert gen(feats).shape[0] == 5 * 15 * 9
+
+
+def test_feature_sizes_for_is_ceil() -> None:
+    gen = AnchorGenerator()
+    assert gen.feature_sizes_for((800, 1216)) == [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+    assert gen.feature_sizes_for((1, 1)) == [(1, 1)] * 5
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+def _torchvision_sample_check(anchors: torch.Tensor, case: dict) -> None:
+    assert anchors.shape[0] == case["num_anchors"]
+    for row in case["rows"]:
+        assert anchors[row[0]].tolist() == row[1:], row[0]
+    flat = [float(v) for r in anchors.tolist() for v in r]
+    assert math.fsum(flat) == case["sum"]
+    assert math.fsum((k // 4 + 1) * v for k, v in enumerate(flat)) == case["index_weighted_sum"]
+
+
+def test_torchvision_golden() -> None:
+    # Generated by tests/data/make_anchor_goldens.py with torchvision 0.29.1 (see the
+    # file's "peer"/"call" fields): retinanet_resnet50_fpn's anchor generator.
+    golden = json.loads((DATA / "anchors_torchvision.json").read_text())
+    gen = AnchorGenerator.from_preset("torchvision")
+    for lvl, cells in enumerate(golden["cell_anchors"]):
+        assert gen.cell_anchors(lvl).tolist() == cells
+    for case in golden["cases"]:
+        fs = gen.feature_sizes_for(tuple(case["image_size"]))
+        assert [list(f) for f in fs] == case["feature_sizes"]
+        _torchvision_sample_check(gen(fs), case)
+
+
+def test_torchvision_differs_from_paper() -> None:
+    # Truncated integer sizes and rounded corners: a plausible "just use the paper" bug.
+    tv = AnchorGenerator.from_preset("torchvision").cell_anchors(0)
+    paper = AnchorGenerator().cell_anchors(0)
+    assert tv[2].tolist() == [-35.0, -18.0, 35.0, 18.0]  # size int(32 * 2**(2/3)) = 50
+    assert not torch.equal(tv, paper)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_torchvision_live_parity(dtype: torch.dtype) -> None:
+    pytest.importorskip("torchvision")
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in PAPER_SIZES)
+    tv = TVAnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    gen = AnchorGenerator.from_preset("torchvision")
+    for height, width in [(256, 384), (640, 512)]:
+        fs = gen.feature_sizes_for((height, width))
+        feats = [torch.zeros(1, 1, h, w, dtype=dtype) for h, w in fs]
+        ref = tv(ImageList(torch.zeros(1, 3, height, width, dtype=dtype), [(height, width)]), feats)[0]
+        assert torch.equal(gen(fs, dtype=dtype), ref)
+
+
+# ----------------------------------------------------------------------------- detectron2
+
+
+def test_detectron2_test_default_anchor_generator() -> None:
+    # facebookresearch/detectron2 tests/modeling/test_anchor_generator.py
+    # (commit 273e3b9746473a7469550bf793bbfb4c0a47c7d5), test_default_anchor_generator:
+    # DefaultAnchorGenerator(SIZES=[[32, 64]], ASPECT_RATIOS=[[0.25, 1, 4]], stride 4),
+    # feature map 1 x 2, OFFSET 0.0.
+    expected = [
+        [-32.0, -8.0, 32.0, 8.0],
+        [-16.0, -16.0, 16.0, 16.0],
+        [-8.0, -32.0, 8.0, 32.0],
+        [-64.0, -16.0, 64.0, 16.0],
+        [-32.0, -32.0, 32.0, 32.0],
+        [-16.0, -64.0, 16.0, 64.0],
+        [-28.0, -8.0, 36.0, 8.0],
+        [-12.0, -16.0, 20.0, 16.0],
+        [-4.0, -32.0, 12.0, 32.0],
+        [-60.0, -16.0, 68.0, 16.0],
+        [-28.0, -32.0, 36.0, 32.0],
+        [-12.0, -64.0, 20.0, 64.0],
+    ]
+    gen = AnchorGenerator.from_preset(
+        "detectron2", sizes=(32,), scales=(1.0, 2.0), ratios=(0.25, 1, 4), strides=(4,)
+    )
+    assert gen([(1, 2)]).tolist() == expected
+
+
+def test_detectron2_test_default_anchor_generator_centered() -> None:
+    # Same file, test_default_anchor_generator_centered: same sizes/ratios/stride with
+    # detectron2's default OFFSET 0.5 for the explicit-argument constructor.
+    expected = [
+        [-30.0, -6.0, 34.0, 10.0],
+        [-14.0, -14.0, 18.0, 18.0],
+        [-6.0, -30.0, 10.0, 34.0],
+        [-62.0, -14.0, 66.0, 18.0],
+        [-30.0, -30.0, 34.0, 34.0],
+        [-14.0, -62.0, 18.0, 66.0],
+        [-26.0, -6.0, 38.0, 10.0],
+        [-10.0, -14.0, 22.0, 18.0],
+        [-2.0, -30.0, 14.0, 34.0],
+        [-58.0, -14.0, 70.0, 18.0],
+        [-26.0, -30.0, 38.0, 34.0],
+        [-10.0, -62.0, 22.0, 66.0],
+    ]
+    gen = AnchorGenerator.from_preset(
+        "detectron2", sizes=(32,), scales=(1.0, 2.0), ratios=(0.25, 1, 4), strides=(4,), offset=0.5
+    )
+    assert gen([(1, 2)]).tolist() == expected
+
+
+def test_detectron2_retinanet_cells_are_scale_major() -> None:
+    cells = AnchorGenerator.from_preset("detectron2").cell_anchors(0, dtype=torch.float64)
+    w, h = _wh(cells)
+    # a = scale_index * 3 + ratio_index: the first three share the size 32.
+    torch.testing.assert_close(w[:3] * h[:3], torch.full((3,), 1024.0, dtype=torch.float64))
+    assert (h[:3] / w[:3]).tolist() == pytest.approx([0.5, 1.0, 2.0])
