@@ -333,23 +333,25 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
     i.e. the keep mask is the unique fixed point of
     :math:`k_j = a_j \wedge \neg \bigvee_{i<j} (S_{ij} \wedge k_i)`. The columns are
     processed in blocks; inside a block the fixed point is found by iterating from
-    ``k = a`` (each step finalises at least the next undecided box, usually a few
+    ``k = a`` (each step finalises at least the next undecided box; usually a few
     steps suffice); the kept boxes of a block then suppress the later blocks.
     """
     C, L = valid.shape
     device = boxes.device
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    # Whole groups in one block when the (C, L, L) matrix is small, else blocks of 256.
-    block = L if C * L * L <= 4_000_000 else 256
+    # Contiguous coordinate planes (C, L): broadcasting strided views is much slower.
+    planes = [boxes[..., c].contiguous() for c in range(4)]
+    area = (planes[2] - planes[0]) * (planes[3] - planes[1])
+    planes.append(area)
+    # Whole groups in one block when the (C, L, L) matrix is small, else blocks.
+    block = L if C * L * L <= _NMS_DENSE_ELEMENTS else _NMS_BLOCK
     keep = torch.zeros(C, L, dtype=torch.bool, device=device)
     alive_all = valid.clone()
     for s in range(0, L, block):
         e = min(s + block, L)
         ca = sum(1 for n in counts if n > s)  # groups with boxes in this block (a prefix)
         cr = sum(1 for n in counts if n > e)  # groups with boxes after this block
-        bb = boxes[:ca, s:e]
-        ab = area[:ca, s:e]
-        sup = _overlaps(bb, ab, bb, ab, thr)
+        blk = [p[:ca, s:e] for p in planes]
+        sup = _overlaps(blk, blk, thr)
         sup = torch.triu(sup, diagonal=1).to(boxes.dtype)  # S_ij for i < j only
         alive = alive_all[:ca, s:e]
         k = alive
@@ -361,24 +363,31 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
             k = new
         keep[:ca, s:e] = k
         if cr and e < L:
-            rest_end = counts[0]
-            rb, ra = boxes[:cr, e:rest_end], area[:cr, e:rest_end]
-            over = _overlaps(bb[:cr], ab[:cr], rb, ra, thr).to(boxes.dtype)
+            rest = [p[:cr, e:] for p in planes]
+            over = _overlaps([p[:cr] for p in blk], rest, thr).to(boxes.dtype)
             hit = torch.bmm(k[:cr].to(over.dtype).unsqueeze(1), over).squeeze(1) > 0
-            alive_all[:cr, e:rest_end] &= ~hit
+            alive_all[:cr, e:] &= ~hit
     return keep
 
 
-def _overlaps(b1: Tensor, a1: Tensor, b2: Tensor, a2: Tensor, thr: float) -> Tensor:
-    """``IoU > thr`` for (C, P, 4) x (C, Q, 4), computed as torchvision's NMS kernel:
-    ``inter / (area_i + area_j - inter)`` with unclamped areas (0/0 is NaN, never
-    greater than the threshold)."""
-    x = b1[:, :, None, :]
-    y = b2[:, None, :, :]
-    w = (torch.minimum(x[..., 2], y[..., 2]) - torch.maximum(x[..., 0], y[..., 0])).clamp_(min=0)
-    h = (torch.minimum(x[..., 3], y[..., 3]) - torch.maximum(x[..., 1], y[..., 1])).clamp_(min=0)
+# Size of the largest (C, L, L) suppression matrix solved in one block, and the block
+# length used beyond it (bounds memory to C * L * _NMS_BLOCK entries).
+_NMS_DENSE_ELEMENTS = 4_000_000
+_NMS_BLOCK = 256
+
+
+def _overlaps(p: list[Tensor], q: list[Tensor], thr: float) -> Tensor:
+    """``IoU > thr`` for planes ``(x1, y1, x2, y2, area)`` of shapes (C, P) x (C, Q),
+    computed as torchvision's NMS kernel: ``inter / (area_i + area_j - inter)`` with
+    unclamped areas (0/0 is NaN, never greater than the threshold)."""
+    x1a, y1a, x2a, y2a, aa = (t[:, :, None] for t in p)
+    x1b, y1b, x2b, y2b, ab = (t[:, None, :] for t in q)
+    w = torch.minimum(x2a, x2b)
+    w.sub_(torch.maximum(x1a, x1b)).clamp_(min=0)
+    h = torch.minimum(y2a, y2b)
+    h.sub_(torch.maximum(y1a, y1b)).clamp_(min=0)
     inter = w.mul_(h)
-    union = (a1[:, :, None] + a2[:, None, :]).sub_(inter)
+    union = torch.add(aa, ab, out=h).sub_(inter)
     return inter.div_(union) > thr
 
 
@@ -403,17 +412,15 @@ def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: f
     thr_t = _float32_threshold(thr, work.dtype)
     # Stable descending sort: ties keep index order, NaN scores come first (as
     # torch.sort and torchvision's kernel).
-    order = torch.sort(scores, descending=True, stable=True)[1]
+    order0 = torch.sort(scores, descending=True, stable=True)[1]
     if idxs is None:
-        counts = [n]
-        padded = work[order].unsqueeze(0)
         valid = torch.ones(1, n, dtype=torch.bool, device=device)
-        keep = _nms_padded(padded, valid, counts, thr_t)[0]
-        return order[keep]
+        keep = _nms_padded(work[order0].unsqueeze(0), valid, [n], thr_t)[0]
+        return order0[keep]
     # Group by class: a stable sort of the score-sorted classes keeps score order
     # inside each class.
-    cls_sorted, perm = torch.sort(idxs[order], stable=True)
-    order = order[perm]
+    cls_sorted, perm = torch.sort(idxs[order0], stable=True)
+    order = order0[perm]
     uniq, cnt = torch.unique_consecutive(cls_sorted, return_counts=True)
     # Groups ordered by size (largest first) so the groups alive in a block are a prefix.
     cnt_sorted, grp_order = torch.sort(cnt, descending=True, stable=True)
@@ -431,10 +438,11 @@ def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: f
     valid = torch.zeros(C, L, dtype=torch.bool, device=device)
     valid[row, col] = True
     keep_pad = _nms_padded(padded, valid, counts, thr_t)
-    kept = order[keep_pad[row, col]]
-    # Final order: decreasing score, ties by index (as torchvision).
-    kept = torch.sort(kept)[0]
-    return kept[torch.sort(scores[kept], descending=True, stable=True)[1]]
+    # Final order: decreasing score, ties by index (as torchvision), i.e. the order
+    # of the stable score sort restricted to the kept boxes.
+    kept_flag = torch.zeros(n, dtype=torch.bool, device=device)
+    kept_flag[order[keep_pad[row, col]]] = True
+    return order0[kept_flag[order0]]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
