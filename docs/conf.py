@@ -1,0 +1,170 @@
+"""Sphinx configuration for focal-detect.
+
+The build is offline and fast:
+
+* MathJax 3 is shipped in ``_static/mathjax/`` (no CDN);
+* intersphinx reads small hand-made inventories from ``_intersphinx/`` (regenerate
+  them with ``python docs/_scripts/make_inventories.py``); links still point at the
+  online Python and PyTorch documentation;
+* Figure 1 is a committed PNG; ``docs/_scripts/plot_figure1.py`` regenerates it. The
+  build only runs that script when the PNG is missing.
+
+``nitpicky = True``: a reference to a name of *ours* that does not exist fails the
+``-W`` build. Only external (Python, PyTorch, NumPy) names that our inventories do not
+list are ignored, through ``nitpick_ignore_regex``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+# Use the checkout's sources even when the package is not installed editable.
+sys.path.insert(0, str(ROOT / "src"))
+
+import focal_detect  # noqa: E402
+
+# -- Project -----------------------------------------------------------------------
+
+project = "focal-detect"
+author = "focal-detect developers"
+copyright = "focal-detect developers"  # noqa: A001 (Sphinx's name)
+release = focal_detect.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- General -----------------------------------------------------------------------
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.doctest",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build", "_scripts", "_intersphinx", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
+default_role = "py:obj"
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"
+
+# Broken cross-references to our own names fail the -W build.
+nitpicky = True
+nitpick_ignore_regex = [
+    # External names our small inventories do not list (no network at build time).
+    (r"py:.*", r"(torch|torchvision|numpy|np|typing|typing_extensions|collections|"
+               r"collections\.abc|dataclasses|enum|abc|os|pathlib|io|contextlib)\..*"),
+    (r"py:.*", r"(Tensor|Module|Parameter|Generator|Dataset|DataLoader|Sampler|"
+               r"Optimizer|ndarray|Path|PathLike|Self|Any|Callable|Iterable|Iterator|"
+               r"Sequence|Mapping|MutableMapping|Literal|NamedTuple|TypeVar|Union|"
+               r"Optional|ClassVar|Final|TypeAlias|ParamSpec)"),
+    # Builtin types that appear in signatures and "Returns:" sections.
+    (r"py:.*", r"(int|float|bool|str|bytes|tuple|list|dict|set|frozenset|object|type|"
+               r"slice|complex|None|NoneType|Ellipsis|NotImplemented|"
+               r"ValueError|TypeError|RuntimeError|KeyError|IndexError)"),
+    # Words napoleon turns into references in "Args:" sections: "optional", "default".
+    (r"py:.*", r"(optional|default|callable|array_like|tensor|scalar)"),
+]
+
+# The package docstring links to the model package, which may not exist yet in a
+# partial checkout; ignore that one link only while the module is missing.
+import importlib.util  # noqa: E402
+
+nitpick_ignore = []
+if importlib.util.find_spec("focal_detect.models") is None:
+    nitpick_ignore.append(("py:mod", "focal_detect.models"))
+
+# -- autodoc / autosummary / napoleon ----------------------------------------------
+
+autosummary_generate = False  # API pages list names explicitly (each exactly once).
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": False, "show-inheritance": False}
+autoclass_content = "class"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_param = True
+napoleon_preprocess_types = False
+napoleon_attr_annotations = True
+python_use_unqualified_type_names = True
+add_module_names = False
+
+# -- intersphinx (offline: local inventories, online link targets) -----------------
+
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", str(DOCS / "_intersphinx" / "python.inv")),
+    "torch": ("https://docs.pytorch.org/docs/stable", str(DOCS / "_intersphinx" / "torch.inv")),
+    "torchvision": (
+        "https://docs.pytorch.org/vision/stable",
+        str(DOCS / "_intersphinx" / "torchvision.inv"),
+    ),
+}
+intersphinx_timeout = 1
+
+# -- doctest (``sphinx -b doctest docs`` runs ``.. doctest::`` blocks in the pages) -
+
+doctest_global_setup = """
+import torch
+torch.manual_seed(0)
+"""
+
+# -- Math: MathJax 3 shipped locally -----------------------------------------------
+
+mathjax_path = "mathjax/tex-chtml.js"
+mathjax3_config = {
+    "loader": {"load": []},
+    "tex": {"macros": {"FL": r"\mathrm{FL}", "CE": r"\mathrm{CE}"}},
+    "options": {"enableMenu": False},
+}
+
+# -- HTML --------------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"focal-detect {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_show_sourcelink = False
+html_theme_options = {
+    "sidebar_hide_name": False,
+    "navigation_with_keys": True,
+}
+
+
+# -- Figure 1 ----------------------------------------------------------------------
+
+
+def _ensure_figure1(app) -> None:  # noqa: ANN001 (Sphinx app)
+    """Regenerate the committed Figure 1 only when it is missing (keeps builds fast)."""
+    png = DOCS / "_static" / "figure1.png"
+    if png.exists() and not os.environ.get("FOCAL_DETECT_REGENERATE_FIGURES"):
+        return
+    subprocess.run(
+        [sys.executable, str(DOCS / "_scripts" / "plot_figure1.py"), str(png)],
+        check=True,
+    )
+
+
+def _keep_colon_in_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Stop napoleon reading "Text: more text" in a ``#:`` comment as "type: text".
+
+    napoleon parses the first line of an attribute/data docstring as an inline
+    ``type: description``; our constants are documented in prose. A leading empty reST
+    comment (``..``, renders as nothing) gives napoleon a first line without a colon.
+    Runs before napoleon (lower priority number).
+    """
+    if what in ("data", "attribute") and lines and ":" in lines[0]:
+        lines[0:0] = ["..", ""]
+
+
+def setup(app) -> None:  # noqa: ANN001 (Sphinx app)
+    app.connect("builder-inited", _ensure_figure1)
+    app.connect("autodoc-process-docstring", _keep_colon_in_data_docs, priority=100)
