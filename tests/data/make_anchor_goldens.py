@@ -4,6 +4,9 @@ Run from the repository root with an environment that has the peer installed:
 
     ~/peer-venv/bin/python tests/data/make_anchor_goldens.py torchvision
     python tests/data/make_anchor_goldens.py detectron --detectron PATH/TO/Detectron
+    python tests/data/make_anchor_goldens.py keras-retinanet --keras-retinanet PATH/TO/keras-retinanet
+
+(the PATHs may be work trees or bare git directories).
 
 * ``torchvision``: ``torchvision.models.detection.anchor_utils.AnchorGenerator`` configured
   as in ``retinanet_resnet50_fpn`` (``_default_anchorgen``), run on an ``ImageList`` whose
@@ -12,6 +15,9 @@ Run from the repository root with an environment that has the peer installed:
   checkout, loaded by path (it only needs NumPy), called the way Detectron's RetinaNet
   builds its cell anchors (one (size, ratio) per call, octave outer, ratio inner) and
   shifted over a small grid like ``get_field_of_anchors`` (x * stride, float64).
+* ``keras-retinanet``: ``keras_retinanet/utils/anchors.py`` of a fizyr/keras-retinanet
+  checkout (NumPy only; its TensorFlow import is stubbed), ``anchors_for_shape`` with the
+  default ``AnchorParameters``.
 
 Nothing here is imported by the test suite; the tests read the JSON only. Values are
 plain JSON floats (exact for float32/float64 values); large grids are stored as a sample
@@ -80,25 +86,33 @@ def torchvision_goldens() -> dict:
     }
 
 
-def detectron_goldens(detectron_root: Path) -> dict:
+def detectron_goldens(detectron: Path) -> dict:
+    """``detectron`` is a Detectron work tree or a bare git directory of one."""
     import subprocess
+    import tempfile
 
     import numpy as np
 
-    path = detectron_root / "detectron" / "modeling" / "generate_anchors.py"
+    rel = "detectron/modeling/generate_anchors.py"
+    commit = "unknown"
+    if (detectron / rel).is_file():
+        path = detectron / rel
+        git = ["git", "-C", str(detectron)]
+    else:  # bare repository: read the file at HEAD
+        git = ["git", "--git-dir", str(detectron)]
+        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+        path = Path(tempfile.mkdtemp()) / "generate_anchors.py"
+        path.write_text(text)
+    res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
+    if res.returncode == 0:
+        commit = res.stdout.strip()
     spec = importlib.util.spec_from_file_location("detectron_generate_anchors", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    try:
-        commit = subprocess.run(
-            ["git", "--git-dir", str(detectron_root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-    except Exception:  # a plain checkout rather than a bare mirror
-        commit = "unknown"
 
-    # Detectron's RetinaNet defaults: RETINANET.SCALES_PER_OCTAVE = 3, ANCHOR_SCALE = 4,
-    # ASPECT_RATIOS = (0.5, 1.0, 2.0), levels 3..7.
+    # Detectron's RetinaNet defaults (core/config.py): RETINANET.SCALES_PER_OCTAVE = 3,
+    # ANCHOR_SCALE = 4, ASPECT_RATIOS = (0.5, 1.0, 2.0), FPN levels 3..7; cell anchors built
+    # as in core/test_retinanet.py _create_cell_anchors (octave outer, aspect inner).
     cells = []
     for lvl in range(3, 8):
         stride = 2.0**lvl
@@ -106,36 +120,102 @@ def detectron_goldens(detectron_root: Path) -> dict:
         for octave in range(3):
             octave_scale = 2 ** (octave / float(3))
             for aspect in (0.5, 1.0, 2.0):
-                rows.append(mod.generate_anchors(stride=stride, sizes=(stride * octave_scale * 4,),
-                                                 aspect_ratios=(aspect,))[0])
+                rows.append(
+                    mod.generate_anchors(stride=stride, sizes=(stride * octave_scale * 4,), aspect_ratios=(aspect,))[0]
+                )
         cells.append(np.array(rows))
-    # Shift like data_utils.get_field_of_anchors (x * stride, location-major), float64.
+    # Shifted like roi_data/data_utils.get_field_of_anchors (x * stride, location-major),
+    # float64, before its final astype(np.float32).
     grids = []
     for lvl, (h, w) in zip(range(3, 8), [(3, 4), (2, 2), (1, 1), (1, 1), (1, 1)]):
         stride = 2.0**lvl
         sx, sy = np.meshgrid(np.arange(w) * stride, np.arange(h) * stride)
         shifts = np.vstack((sx.ravel(), sy.ravel(), sx.ravel(), sy.ravel())).T
         grid = (cells[lvl - 3][None, :, :] + shifts[:, None, :]).reshape(-1, 4)
-        grids.append({"feature_size": [h, w], "anchors_hex": [[float(v).hex() for v in r] for r in grid]})
-    # The docstring example: generate_anchors(stride=16, sizes=(128, 256, 512)), ratio-major.
+        grids.append({"feature_size": [h, w], "anchors": _rows(grid), "anchors_float32": _rows(grid.astype(np.float32))})
+    # generate_anchors' header example: stride 16, sizes (128, 256, 512), ratio-major.
     doc = mod.generate_anchors(stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1, 2))
     return {
         "peer": f"facebookresearch/Detectron {commit}",
-        "call": "detectron/modeling/generate_anchors.py generate_anchors(stride, (stride * 2**(o/3) * 4,), (r,)) "
-        "for o in 0..2 for r in (0.5, 1, 2); grid x * stride (get_field_of_anchors), float64",
-        "cell_anchors_hex": [[[float(v).hex() for v in r] for r in c] for c in cells],
+        "call": "detectron/modeling/generate_anchors.py: generate_anchors(stride, (stride * 2**(o/3) * 4,), (r,))"
+        " for o in 0..2 for r in (0.5, 1, 2) (core/test_retinanet.py _create_cell_anchors); grid"
+        " x * stride as roi_data/data_utils.get_field_of_anchors, float64 (and its float32 cast)",
+        "cell_anchors": [_rows(c) for c in cells],
         "grids": grids,
-        "stride16_sizes_128_256_512_hex": [[float(v).hex() for v in r] for r in doc],
+        "stride16_sizes_128_256_512": _rows(doc),
+    }
+
+
+def keras_retinanet_goldens(repo: Path) -> dict:
+    """``repo`` is a keras-retinanet work tree or a bare git directory of one.
+
+    ``keras_retinanet/utils/anchors.py`` imports TensorFlow only for
+    ``keras.backend.floatx()`` and a Cython IoU helper; both are stubbed (floatx is
+    "float32", TensorFlow's default) so the module's NumPy code runs as it is.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import types
+
+    rel = "keras_retinanet/utils/anchors.py"
+    if (repo / rel).is_file():
+        text, git = (repo / rel).read_text(), ["git", "-C", str(repo)]
+    else:
+        git = ["git", "--git-dir", str(repo)]
+        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+    res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = res.stdout.strip() if res.returncode == 0 else "unknown"
+
+    tf = types.ModuleType("tensorflow")
+    tf.keras = types.SimpleNamespace(backend=types.SimpleNamespace(floatx=lambda: "float32"))
+    pkg = types.ModuleType("keras_retinanet")
+    pkg.__path__ = []
+    utils = types.ModuleType("keras_retinanet.utils")
+    utils.__path__ = []
+    overlap = types.ModuleType("keras_retinanet.utils.compute_overlap")
+    overlap.compute_overlap = None
+    sys.modules.update({"tensorflow": tf, "keras_retinanet": pkg, "keras_retinanet.utils": utils,
+                        "keras_retinanet.utils.compute_overlap": overlap})
+    path = Path(tempfile.mkdtemp()) / "anchors.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("keras_retinanet.utils.anchors", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+
+    params = mod.AnchorParameters.default
+    cells = [mod.generate_anchors(base_size=s, ratios=params.ratios, scales=params.scales) for s in params.sizes]
+    cases = []
+    for height, width in [(200, 330), (64, 96)]:
+        anchors = mod.anchors_for_shape((height, width, 3))  # float64, guess_shapes = ceil
+        shapes = mod.guess_shapes((height, width), [3, 4, 5, 6, 7])
+        starts = [0]
+        for h, w in shapes:
+            starts.append(starts[-1] + int(h) * int(w) * 9)
+        cases.append({"image_size": [height, width], "feature_sizes": [[int(h), int(w)] for h, w in shapes],
+                      **_sample(anchors, starts[:-1])})
+    return {
+        "peer": f"fizyr/keras-retinanet {commit}",
+        "call": "keras_retinanet/utils/anchors.py anchors_for_shape((H, W, 3)) with AnchorParameters.default"
+        " (floatx float32), float64 result; cell anchors generate_anchors(size, ratios, scales)",
+        "cell_anchors": [_rows(c) for c in cells],
+        "cases": cases,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("peer", choices=["torchvision", "detectron"])
-    parser.add_argument("--detectron", type=Path, help="Detectron checkout (or bare git dir's work tree)")
+    parser.add_argument("peer", choices=["torchvision", "detectron", "keras-retinanet"])
+    parser.add_argument("--detectron", type=Path, help="Detectron work tree or bare git directory")
+    parser.add_argument("--keras-retinanet", type=Path, help="keras-retinanet work tree or bare git directory")
     args = parser.parse_args()
     if args.peer == "torchvision":
         data, out = torchvision_goldens(), HERE / "anchors_torchvision.json"
+    elif args.peer == "keras-retinanet":
+        if args.keras_retinanet is None:
+            parser.error("--keras-retinanet PATH is required for the keras-retinanet goldens")
+        data, out = keras_retinanet_goldens(args.keras_retinanet), HERE / "anchors_keras_retinanet.json"
     else:
         if args.detectron is None:
             parser.error("--detectron PATH is required for the detectron goldens")
