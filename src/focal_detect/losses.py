@@ -200,7 +200,10 @@ def _focal_dense_kernel(
         c.addcmul_(c, t, value=-2.0)
         if gamma != 1.0:
             c.mul_(gamma)
-        c.add_(p).sub_(t)
+        # p - t = p (1 - t) - (1 - p) t, formed without cancellation for t in {0, 1}
+        torch.neg(omp, out=L)
+        torch.lerp(p, L, t, out=L)
+        c.add_(L)
     q = _pow_(e, gamma)
     if alpha is not None:
         # a_t = (1 - alpha) + (2 alpha - 1) t
@@ -374,9 +377,14 @@ class _SavedGradFn(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         g = ctx.grad
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "focal_detect: second derivatives of the focal losses are not supported "
+                "(backward was called with create_graph=True); the gradient is analytic "
+                "and precomputed"
+            )
         if g is None:
             raise RuntimeError(
                 "focal_detect: the saved gradient of this loss was already used by a "
@@ -400,6 +408,7 @@ def _finish(
     grad: Tensor | None,
     reduction: str,
     count: Tensor | int,
+    result_dtype: torch.dtype,
 ) -> Tensor:
     """Apply "mean", cast, attach the saved gradient."""
     scale: Tensor | float = 1.0
@@ -409,7 +418,7 @@ def _finish(
         else:
             scale = 1.0 / max(count, 1)
         loss = loss * scale
-    loss = loss.to(_result_dtype(inputs))
+    loss = loss.to(result_dtype)
     if grad is None:
         return loss
     return _SavedGradFn.apply(inputs, loss, grad, scale, reduction == "none")
@@ -444,7 +453,7 @@ def _focal_grad_formula(x: Tensor, t: Tensor, alpha: float | None, gamma: float)
     """Closed-form d(loss)/dx, see the derivation above."""
     p, omp, ce, q, coef = _focal_terms(x, t, alpha, gamma)
     r = p * omp / q
-    return coef * (gamma * (1.0 - 2.0 * t) * r * ce + p - t)
+    return coef * (gamma * (1.0 - 2.0 * t) * r * ce + torch.lerp(p, -omp, t))
 
 
 class _FocalRecomputeFn(torch.autograd.Function):
@@ -506,7 +515,8 @@ def sigmoid_focal_loss(
     the paper's eq. (10) times :math:`\alpha_t`. It is evaluated during the forward
     pass in cache-sized chunks; only the gradient is kept (one tensor the size of
     ``inputs``; the backward pass scales it in place unless the graph is retained).
-    A second derivative is not supported (``RuntimeError``). No gradient flows to
+    A second derivative is not supported: backward with ``create_graph=True`` raises
+    ``RuntimeError``. No gradient flows to
     ``targets`` unless they require one (then a plain autograd formula is used).
 
     Args:
@@ -557,9 +567,10 @@ def sigmoid_focal_loss(
     def kernel(x, t, w, lo, go):
         return _focal_dense_kernel(x, t, a, g, w, lo, go)
 
+    rd = _result_dtype(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad)
-        return _finish(inputs, loss, grad, reduction, inputs.numel())
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
 
 
 def sigmoid_focal_loss_from_labels(
@@ -661,10 +672,11 @@ def sigmoid_focal_loss_from_labels(
         return loss.to(_result_dtype(inputs))
 
     want_grad = _wants_grad(inputs)
+    rd = _result_dtype(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
         loss, grad = _labels_chunked(inputs, labels, weights, keep, a, g, reduction, want_grad)
         count = keep.sum() * K
-        return _finish(inputs, loss, grad, reduction, count)
+        return _finish(inputs, loss, grad, reduction, count, rd)
 
 
 def _labels_chunked(
@@ -805,9 +817,10 @@ def sigmoid_focal_loss_star(
     def kernel(x, t, w, lo, go):
         return _focal_star_kernel(x, t, gm, b, a, w, lo, go)
 
+    rd = _result_dtype(inputs)
     with torch.autocast(inputs.device.type, enabled=False):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad, nbuf=7)
-        return _finish(inputs, loss, grad, reduction, inputs.numel())
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
 
 
 class SigmoidFocalLoss(nn.Module):

@@ -1,0 +1,346 @@
+"""sigmoid_focal_loss: closed forms, Appendix B gradients, torchvision parity, numerics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from focal_detect.losses import SigmoidFocalLoss, sigmoid_focal_loss
+
+GOLDENS = json.loads((Path(__file__).parent / "data" / "focal_goldens.json").read_text())
+
+EXTREMES = [-1e4, -80.0, -20.0, -4.595, -1.0, 0.0, 1.0, 4.595, 20.0, 80.0, 1e4]
+
+
+def reference_focal64(x: torch.Tensor, t: torch.Tensor, alpha: float | None, gamma: float) -> torch.Tensor:
+    """torchvision's formula, in float64 with log-sigmoid (independent of the library)."""
+    x, t = x.double(), t.double()
+    ce = -(t * F.logsigmoid(x) + (1 - t) * F.logsigmoid(-x))
+    p = torch.sigmoid(x)
+    q = p * (1 - t) + (1 - p) * t
+    loss = ce * q**gamma
+    if alpha is not None and alpha >= 0:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return loss
+
+
+def eq10_grad(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Paper eq. (10), float64: dFL/dx = y (1 - p_t)^g (g p_t log p_t + p_t - 1)."""
+    x, y = x.double(), y.double()
+    log_pt = F.logsigmoid(y * x)
+    pt = torch.sigmoid(y * x)
+    one_m_pt = torch.sigmoid(-y * x)
+    # p_t - 1 is written -(1 - p_t) = -sigma(-y x) so float64 keeps it at the extremes.
+    return y * one_m_pt**gamma * (gamma * pt * log_pt - one_m_pt)
+
+
+def analytic_grad(x: torch.Tensor, t: torch.Tensor, **kw) -> torch.Tensor:
+    xx = x.clone().requires_grad_(True)
+    loss = sigmoid_focal_loss(xx, t, reduction="sum", **kw)
+    # The gradient must come from our autograd.Function, not from a formula's graph.
+    assert "SavedGradFn" in type(loss.grad_fn).__name__
+    loss.backward()
+    return xx.grad
+
+
+# ----------------------------------------------------------------- closed forms
+
+
+def test_logit_zero_target_one_closed_form() -> None:
+    loss = sigmoid_focal_loss(torch.zeros(1), torch.ones(1))
+    assert loss.item() == pytest.approx(0.25 * 0.5**2 * math.log(2), rel=1e-6)
+
+
+def test_logit_zero_target_zero_closed_form() -> None:
+    loss = sigmoid_focal_loss(torch.zeros(1), torch.zeros(1))
+    assert loss.item() == pytest.approx(0.75 * 0.5**2 * math.log(2), rel=1e-6)
+
+
+def test_gamma_zero_alpha_off_is_bce_with_logits() -> None:
+    x = torch.randn(50, 7) * 5
+    t = torch.rand(50, 7)
+    for alpha in (None, -1):
+        ours = sigmoid_focal_loss(x, t, alpha=alpha, gamma=0.0)
+        torch.testing.assert_close(ours, F.binary_cross_entropy_with_logits(x, t, reduction="none"), rtol=2e-5, atol=1e-6)
+
+
+def test_paper_down_weighting_factors() -> None:
+    # gamma = 2: p_t = 0.9 -> 100x lower than CE; alpha off.
+    x = torch.tensor([math.log(9.0)])
+    ratio = sigmoid_focal_loss(x, torch.ones(1), alpha=None) / F.binary_cross_entropy_with_logits(x, torch.ones(1))
+    assert ratio.item() == pytest.approx(0.01, rel=1e-5)
+
+
+def test_reductions_mean_and_sum() -> None:
+    x = torch.randn(3, 40) * 3
+    t = (torch.rand(3, 40) < 0.2).float()
+    none = sigmoid_focal_loss(x, t)
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, reduction="sum"), none.sum(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, reduction="mean"), none.mean(), rtol=1e-6, atol=0)
+
+
+def test_module_wrapper_stores_hyper_parameters() -> None:
+    x = torch.randn(10) * 2
+    t = (torch.rand(10) < 0.5).float()
+    mod = SigmoidFocalLoss(alpha=0.5, gamma=1.0, reduction="sum")
+    assert "gamma=1.0" in repr(mod)
+    torch.testing.assert_close(mod(x, t), sigmoid_focal_loss(x, t, 0.5, 1.0, "sum"))
+    assert not torch.allclose(mod(x, t), sigmoid_focal_loss(x, t, reduction="sum"))
+
+
+# ----------------------------------------------------------------- Appendix B
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 5.0])
+@pytest.mark.parametrize("alpha", [0.25, None])
+def test_analytic_gradient_matches_eq10_times_alpha_t(gamma: float, alpha: float | None) -> None:
+    x = torch.tensor(EXTREMES * 2)
+    t = torch.tensor([1.0] * len(EXTREMES) + [0.0] * len(EXTREMES))
+    y = 2 * t - 1
+    a_t = 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
+    expected = a_t * eq10_grad(x, y, gamma)
+    got = analytic_grad(x, t, alpha=alpha, gamma=gamma)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected.double(), rtol=2e-5, atol=1e-37)
+
+
+def test_gamma_zero_gradient_is_eq9() -> None:
+    x = torch.tensor(EXTREMES * 2)
+    t = torch.tensor([1.0] * len(EXTREMES) + [0.0] * len(EXTREMES))
+    y = 2 * t - 1
+    one_m_pt = torch.sigmoid(-y.double() * x.double())  # eq. (9): y (p_t - 1)
+    got = analytic_grad(x, t, alpha=None, gamma=0.0)
+    torch.testing.assert_close(got.double(), -y.double() * one_m_pt, rtol=1e-6, atol=1e-37)
+
+
+def test_gradient_for_soft_targets_matches_float64_autograd() -> None:
+    x = torch.tensor(EXTREMES * 3)
+    t = torch.tensor([0.1] * len(EXTREMES) + [0.5] * len(EXTREMES) + [0.93] * len(EXTREMES))
+    x64 = x.double().requires_grad_(True)
+    reference_focal64(x64, t, 0.25, 2.0).sum().backward()
+    got = analytic_grad(x, t)
+    torch.testing.assert_close(got.double(), x64.grad, rtol=2e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_gradcheck_float64_hard_and_soft(reduction: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(6, 5, generator=g, dtype=torch.float64) * 4).requires_grad_(True)
+    hard = (torch.rand(6, 5, generator=g) < 0.3).double()
+    soft = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    for t, alpha, gamma in ((hard, 0.25, 2.0), (soft, 0.25, 2.0), (soft, None, 0.7), (hard, 0.6, 0.0)):
+        assert torch.autograd.gradcheck(lambda z: sigmoid_focal_loss(z, t, alpha, gamma, reduction), (x,))
+
+
+def test_second_derivative_raises_clearly() -> None:
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    loss = sigmoid_focal_loss(x, torch.ones(4, dtype=torch.float64), reduction="sum")
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_retain_graph_backward_twice_gives_same_gradient() -> None:
+    x = (torch.randn(30) * 3).requires_grad_(True)
+    t = (torch.rand(30) < 0.3).float()
+    loss = sigmoid_focal_loss(x, t, reduction="mean")
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * first)
+
+
+def test_none_reduction_uses_upstream_gradient_elementwise() -> None:
+    x = (torch.randn(5, 3) * 2).requires_grad_(True)
+    t = (torch.rand(5, 3) < 0.3).float()
+    w = torch.rand(5, 3)
+    (sigmoid_focal_loss(x, t) * w).sum().backward()
+    x64 = x.detach().double().requires_grad_(True)
+    (reference_focal64(x64, t, 0.25, 2.0) * w.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_no_grad_inputs_give_no_graph() -> None:
+    loss = sigmoid_focal_loss(torch.randn(8), torch.ones(8), reduction="sum")
+    assert loss.grad_fn is None and not loss.requires_grad
+
+
+def test_targets_requiring_grad_get_a_gradient() -> None:
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: sigmoid_focal_loss(a, b, reduction="sum"), (x, t))
+
+
+def test_chunk_boundaries_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    import focal_detect.losses as L
+
+    x = torch.randn(1000) * 4
+    t = (torch.rand(1000) < 0.1).float()
+    ref = sigmoid_focal_loss(x, t)
+    xr = x.clone().requires_grad_(True)
+    sigmoid_focal_loss(xr, t, reduction="sum").backward()
+    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 97)
+    xs = x.clone().requires_grad_(True)
+    out = sigmoid_focal_loss(xs, t)
+    out.sum().backward()
+    # Vectorised and scalar tails of sigmoid/log may differ in the last ulp.
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-6, atol=0)
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, reduction="sum"), ref.sum(), rtol=1e-6, atol=0)
+
+
+# ----------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (None, 0.0), (0.5, 0.5)])
+def test_float32_precision_at_extremes(alpha: float | None, gamma: float) -> None:
+    x = torch.tensor(EXTREMES * 3)
+    t = torch.tensor([1.0] * len(EXTREMES) + [0.0] * len(EXTREMES) + [0.3] * len(EXTREMES))
+    loss = sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma)
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss.double(), reference_focal64(x, t, alpha, gamma), rtol=2e-6, atol=1e-37)
+
+
+def test_ce_of_easy_examples_is_accurate_where_naive_log_fails() -> None:
+    # t = 1, x = 17: CE = log(1 + e^-17) ~ 4.1e-8, lost by log(sigmoid(x)) in float32.
+    x = torch.tensor([17.0, 30.0, -17.0])
+    t = torch.tensor([1.0, 1.0, 0.0])
+    got = sigmoid_focal_loss(x, t, alpha=None, gamma=0.0)
+    torch.testing.assert_close(got.double(), reference_focal64(x, t, None, 0.0), rtol=1e-6, atol=0)
+    assert got[0] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_computed_in_float32_returned_in_input_dtype(dtype: torch.dtype) -> None:
+    x = (torch.randn(200) * 6).to(dtype)
+    x[:4] = torch.tensor([-60000.0, 60000.0, -300.0, 300.0]).to(dtype)
+    t = (torch.rand(200) < 0.3).float()
+    xh = x.clone().requires_grad_(True)
+    loss = sigmoid_focal_loss(xh, t)
+    assert loss.dtype == dtype
+    loss.sum().backward()
+    assert xh.grad.dtype == dtype
+    x32 = x.float().requires_grad_(True)
+    ref = sigmoid_focal_loss(x32, t)
+    ref.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(xh.grad).all()
+    tol = dict(rtol=1e-2, atol=1e-6) if dtype == torch.bfloat16 else dict(rtol=2e-3, atol=1e-7)
+    torch.testing.assert_close(loss.float(), ref, **tol)
+    torch.testing.assert_close(xh.grad.float(), x32.grad, **tol)
+
+
+def test_autocast_bfloat16_runs_in_float32() -> None:
+    conv = torch.nn.Linear(8, 5)
+    feats = torch.randn(30, 8)
+    t = (torch.rand(30, 5) < 0.2).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = conv(feats)
+        assert logits.dtype == torch.bfloat16
+        loss = sigmoid_focal_loss(logits, t, reduction="sum")
+    assert loss.dtype == torch.float32
+    ref = sigmoid_focal_loss(logits.detach().float(), t, reduction="sum")
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-6, atol=0)
+    loss.backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+    assert conv.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------- goldens (torchvision)
+
+
+def _golden_cases():
+    return GOLDENS["focal"]
+
+
+@pytest.mark.parametrize("case", _golden_cases(), ids=lambda c: f"a{c['alpha']}-g{c['gamma']}-{c['reduction']}")
+def test_matches_torchvision_goldens(case: dict) -> None:
+    # Peer: torchvision 0.29.1 / torch 2.14.1, torchvision.ops.sigmoid_focal_loss(inputs,
+    # targets, alpha, gamma, reduction); grad of loss.sum(). See tests/data/make_focal_goldens.py.
+    x = torch.tensor(case["inputs"], dtype=torch.float32).reshape(case["shape"]).requires_grad_(True)
+    t = torch.tensor(case["targets"], dtype=torch.float32).reshape(case["shape"])
+    out = sigmoid_focal_loss(x, t, case["alpha"], case["gamma"], case["reduction"])
+    out.sum().backward()
+    loss64 = torch.tensor(case["loss_f64"], dtype=torch.float64)
+    grad64 = torch.tensor(case["grad_f64"], dtype=torch.float64)
+    # Against torchvision's float64 run (the precise reference): 1e-6 relative.
+    torch.testing.assert_close(out.detach().reshape(-1).double(), loss64, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(x.grad.reshape(-1).double(), grad64, rtol=1e-5, atol=1e-12)
+    # Against its float32 run: equal up to torchvision's own float32 rounding.
+    loss32 = torch.tensor(case["loss_f32"], dtype=torch.float32)
+    torch.testing.assert_close(out.detach().reshape(-1), loss32, rtol=1e-5, atol=1e-6)
+
+
+def test_live_parity_with_torchvision() -> None:
+    tv = pytest.importorskip("torchvision")
+    x = torch.randn(64, 9) * 5
+    for t in ((torch.rand(64, 9) < 0.1).float(), torch.rand(64, 9)):
+        for alpha, gamma, red in ((0.25, 2.0, "none"), (-1, 1.5, "sum"), (0.9, 0.0, "mean")):
+            a = x.clone().requires_grad_(True)
+            b = x.clone().requires_grad_(True)
+            ours = sigmoid_focal_loss(a, t, alpha, gamma, red)
+            theirs = tv.ops.sigmoid_focal_loss(b, t, alpha, gamma, red)
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+            ours.sum().backward()
+            theirs.sum().backward()
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_bad_arguments_raise_with_argument_name() -> None:
+    x, t = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="reduction"):
+        sigmoid_focal_loss(x, t, reduction="avg")
+    with pytest.raises(ValueError, match="alpha"):
+        sigmoid_focal_loss(x, t, alpha=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        sigmoid_focal_loss(x, t, alpha=float("nan"))
+    with pytest.raises(ValueError, match="gamma"):
+        sigmoid_focal_loss(x, t, gamma=-0.5)
+    with pytest.raises(ValueError, match="targets"):
+        sigmoid_focal_loss(x, torch.ones(4))
+    with pytest.raises(TypeError, match="inputs"):
+        sigmoid_focal_loss([0.0, 1.0], t)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="targets"):
+        sigmoid_focal_loss(x, [1.0, 1.0, 1.0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="inputs"):
+        sigmoid_focal_loss(torch.zeros(3, dtype=torch.long), t)
+    with pytest.raises(ValueError, match="reduction"):
+        SigmoidFocalLoss(reduction="max")
+
+
+def test_negative_alpha_disables_like_torchvision_minus_one() -> None:
+    x = torch.randn(20) * 3
+    t = (torch.rand(20) < 0.5).float()
+    off = sigmoid_focal_loss(x, t, alpha=None)
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, alpha=-1), off, rtol=0, atol=0)
+    torch.testing.assert_close(sigmoid_focal_loss(x, t, alpha=-0.3), off, rtol=0, atol=0)
+    assert not torch.allclose(sigmoid_focal_loss(x, t, alpha=0.25), off)
+
+
+# ----------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager() -> None:
+    torch._dynamo.reset()
+    x = torch.randn(40, 6) * 3
+    t = (torch.rand(40, 6) < 0.2).float()
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return sigmoid_focal_loss(z, t, reduction="sum")
+
+    compiled = torch.compile(f, backend="inductor")
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    out_c = compiled(a)
+    out_e = f(b)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+    out_c.backward()
+    out_e.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
