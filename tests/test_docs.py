@@ -1,0 +1,194 @@
+"""The documentation's code runs and says what the library does.
+
+Nothing here builds the Sphinx site (CI runs ``sphinx -W`` separately). These tests run
+the code the pages show: the quickstart snippet, the tutorials (the torchvision one
+against a golden file, so it is checked without torchvision), the Figure 1 script, and
+they check that the API pages document each public name exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import runpy
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def load_module(path: Path) -> ModuleType:
+    """Import a docs script (not a package) under a private name."""
+    name = "_docs_" + path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- API pages
+
+_DIRECTIVE = re.compile(r"^\.\. (automodule|currentmodule|autofunction|autoclass|autodata|"
+                        r"autoexception)::\s*(\S+)", re.M)
+
+
+def documented_names() -> dict[str, list[str]]:
+    """Module -> names documented with auto* directives on the API pages."""
+    found: dict[str, list[str]] = {}
+    for page in sorted((DOCS / "api").glob("*.rst")):
+        current = None
+        for kind, target in _DIRECTIVE.findall(page.read_text()):
+            if kind in ("automodule", "currentmodule"):
+                current = target
+                found.setdefault(current, [])
+            else:
+                assert current is not None, f"{page.name}: {target} before a module"
+                found[current].append(target)
+    return found
+
+
+def test_api_pages_document_each_public_name_exactly_once() -> None:
+    found = documented_names()
+    assert "focal_detect.boxes" in found and "focal_detect.anchors" in found
+    for module_name, names in found.items():
+        module = importlib.import_module(module_name)
+        public = list(getattr(module, "__all__", []))
+        if module_name == "focal_detect":  # re-exports, documented at their home module
+            assert names == [], f"{module_name}: document re-exports at their home module"
+            continue
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        assert not duplicates, f"{module_name}: documented twice: {duplicates}"
+        assert sorted(names) == sorted(public), (
+            f"{module_name}: API page documents {sorted(names)}, __all__ is {sorted(public)}"
+        )
+
+
+def test_every_reexported_name_is_documented_at_its_home_module() -> None:
+    import focal_detect
+
+    found = documented_names()
+    for name in focal_detect.__all__:
+        if name.startswith("__"):
+            continue
+        homes = [
+            m for m, names in found.items()
+            if name in names and getattr(importlib.import_module(m), name) is getattr(focal_detect, name)
+        ]
+        assert len(homes) == 1, f"focal_detect.{name} is documented in {homes}, expected one module"
+
+
+# ------------------------------------------------------------------------- quickstart
+
+
+def test_quickstart_snippet_runs_and_normalises_by_foreground(capsys) -> None:
+    from focal_detect.losses import sigmoid_focal_loss
+
+    namespace = runpy.run_path(str(DOCS / "_snippets" / "quickstart.py"))
+    out = capsys.readouterr().out
+    logits, labels, loss = namespace["logits"], namespace["labels"], namespace["loss"]
+    # Independent recomputation: dense one-hot target, ignored anchor removed, / 2 fg.
+    keep = labels != -2
+    onehot = torch.zeros_like(logits)
+    fg = labels >= 0
+    onehot[fg, labels[fg]] = 1.0
+    expected = sigmoid_focal_loss(logits.detach()[keep], onehot[keep], reduction="sum") / 2
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert logits.grad is not None and logits.grad[1, 43].abs().sum() == 0  # IGNORE row
+    assert f"loss = {loss.item():.3f}" in out
+
+
+# -------------------------------------------------------------------------- tutorials
+
+
+def test_imbalanced_tutorial_focal_loss_helps_the_rare_class() -> None:
+    torch.set_num_threads(1)
+    tutorial = load_module(DOCS / "tutorials" / "imbalanced_classification.py")
+    results = tutorial.run(seed=0)
+    bce, focal = results["bce"], results["focal"]
+    # At the default 0.5 threshold the alpha-balanced focal loss finds clearly more of
+    # the rare class than plain BCE ...
+    assert focal["recall"] >= bce["recall"] + 0.1, results
+    # ... without ranking worse (average precision within 0.03) ...
+    assert focal["average_precision"] >= bce["average_precision"] - 0.03, results
+    # ... and well-classified examples carry almost none of its loss (gamma's job).
+    assert focal["easy_loss_share"] < bce["easy_loss_share"] / 10, results
+    assert results["alpha-bce"]["easy_loss_share"] > 10 * focal["easy_loss_share"], results
+
+
+def test_torchvision_tutorial_loss_matches_golden() -> None:
+    """Recompute torchvision's RetinaNet loss from saved head outputs with focal-detect.
+
+    tests/data/tutorial_tv_golden.json comes from tests/data/make_tutorial_tv_golden.py
+    (torch 2.14.1, torchvision 0.29.1): the inputs torchvision's
+    ``RetinaNet.compute_loss`` received for the tutorial's tiny model and batch, and its
+    output. The two images have 8 and 5 foreground and 3 and 4 ignored anchors, so a
+    per-batch instead of per-image normaliser, or ignored anchors counted as background,
+    changes the numbers.
+    """
+    tutorial = load_module(DOCS / "tutorials" / "torchvision_retinanet.py")
+    golden = json.loads((DATA / "tutorial_tv_golden.json").read_text())
+    targets = [
+        {"boxes": torch.tensor(t["boxes"], dtype=torch.float32),
+         "labels": torch.tensor(t["labels"], dtype=torch.int64)}
+        for t in golden["targets"]
+    ]
+    head_outputs = {
+        "cls_logits": torch.tensor(golden["cls_logits"], dtype=torch.float32),
+        "bbox_regression": torch.tensor(golden["bbox_regression"], dtype=torch.float32),
+    }
+    anchors = torch.tensor(golden["anchors"], dtype=torch.float32)
+    ours = tutorial.retinanet_loss(targets, head_outputs, [anchors] * len(targets))
+    for key, value in golden["torchvision_loss"].items():
+        assert ours[key].item() == pytest.approx(value, rel=1e-5), key
+
+    from focal_detect.matching import assign_anchors
+
+    a = assign_anchors(anchors, [t["boxes"] for t in targets], [t["labels"] for t in targets],
+                       min_low_quality_iou=None, crowd_ioa_threshold=None)
+    assert a.foreground.sum(1).tolist() == golden["torchvision_num_foreground"]
+    assert (a.labels == -2).sum(1).tolist() == golden["torchvision_num_ignored"]
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def test_figure1_curves_are_the_focal_loss() -> None:
+    from focal_detect.losses import sigmoid_focal_loss
+
+    script = load_module(DOCS / "_scripts" / "plot_figure1.py")
+    x = torch.linspace(-6, 6, 61, dtype=torch.float64)
+    p_t = torch.sigmoid(x)  # target 1: p_t = p
+    for gamma in script.GAMMAS:
+        ours = sigmoid_focal_loss(x, torch.ones_like(x), alpha=None, gamma=gamma)
+        drawn = torch.from_numpy(script.focal_loss_of_pt(p_t.numpy(), gamma))
+        torch.testing.assert_close(ours, drawn, rtol=1e-6, atol=1e-9)
+    assert script.GAMMAS == (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+def test_figure1_png_is_committed_and_regenerates(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    committed = DOCS / "_static" / "figure1.png"
+    assert committed.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    script = load_module(DOCS / "_scripts" / "plot_figure1.py")
+    out = script.plot(tmp_path / "figure1.png")
+    assert out.stat().st_size > 10_000
+
+
+def test_intersphinx_inventories_match_their_generator(tmp_path, monkeypatch) -> None:
+    script = load_module(DOCS / "_scripts" / "make_inventories.py")
+    monkeypatch.setattr(script, "OUT", tmp_path)
+    script.main()
+    for name in ("python.inv", "torch.inv", "torchvision.inv"):
+        assert (tmp_path / name).read_bytes() == (DOCS / "_intersphinx" / name).read_bytes(), (
+            f"docs/_intersphinx/{name} is stale: run python docs/_scripts/make_inventories.py"
+        )
