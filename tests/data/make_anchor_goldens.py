@@ -5,6 +5,7 @@ Run from the repository root with an environment that has the peer installed:
     ~/peer-venv/bin/python tests/data/make_anchor_goldens.py torchvision
     python tests/data/make_anchor_goldens.py detectron --detectron PATH/TO/Detectron
     python tests/data/make_anchor_goldens.py keras-retinanet --keras-retinanet PATH/TO/keras-retinanet
+    python tests/data/make_anchor_goldens.py mmdetection --mmdetection PATH/TO/mmdetection-2.x
 
 (the PATHs may be work trees or bare git directories).
 
@@ -18,6 +19,9 @@ Run from the repository root with an environment that has the peer installed:
 * ``keras-retinanet``: ``keras_retinanet/utils/anchors.py`` of a fizyr/keras-retinanet
   checkout (NumPy only; its TensorFlow import is stubbed), ``anchors_for_shape`` with the
   default ``AnchorParameters``.
+* ``mmdetection``: ``mmdet/core/anchor/anchor_generator.py`` of an mmdetection 2.x
+  checkout (its base-anchor and grid code is the same as 3.x's
+  ``mmdet/models/task_modules/prior_generators/anchor_generator.py``), RetinaNet settings.
 
 Nothing here is imported by the test suite; the tests read the JSON only. Values are
 plain JSON floats (exact for float32/float64 values); large grids are stored as a sample
@@ -53,6 +57,14 @@ def _sample(anchors, starts: list[int]) -> dict:
         "sum": math.fsum(flat),
         "index_weighted_sum": math.fsum((k // 4 + 1) * v for k, v in enumerate(flat)),
     }
+
+
+def _repo_name(path: Path, default: str) -> str:
+    """``owner/name`` from a mirror path such as ``.../owner+name/repo``, else ``default``."""
+    for part in reversed(path.resolve().parts):
+        if "+" in part:
+            return part.replace("+", "/", 1)
+    return default
 
 
 def torchvision_goldens() -> dict:
@@ -136,7 +148,7 @@ def detectron_goldens(detectron: Path) -> dict:
     # generate_anchors' header example: stride 16, sizes (128, 256, 512), ratio-major.
     doc = mod.generate_anchors(stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1, 2))
     return {
-        "peer": f"facebookresearch/Detectron {commit}",
+        "peer": f"{_repo_name(detectron, 'facebookresearch/Detectron')} {commit}",
         "call": "detectron/modeling/generate_anchors.py: generate_anchors(stride, (stride * 2**(o/3) * 4,), (r,))"
         " for o in 0..2 for r in (0.5, 1, 2) (core/test_retinanet.py _create_cell_anchors); grid"
         " x * stride as roi_data/data_utils.get_field_of_anchors, float64 (and its float32 cast)",
@@ -196,7 +208,7 @@ def keras_retinanet_goldens(repo: Path) -> dict:
         cases.append({"image_size": [height, width], "feature_sizes": [[int(h), int(w)] for h, w in shapes],
                       **_sample(anchors, starts[:-1])})
     return {
-        "peer": f"fizyr/keras-retinanet {commit}",
+        "peer": f"{_repo_name(repo, 'fizyr/keras-retinanet')} {commit}",
         "call": "keras_retinanet/utils/anchors.py anchors_for_shape((H, W, 3)) with AnchorParameters.default"
         " (floatx float32), float64 result; cell anchors generate_anchors(size, ratios, scales)",
         "cell_anchors": [_rows(c) for c in cells],
@@ -204,14 +216,80 @@ def keras_retinanet_goldens(repo: Path) -> dict:
     }
 
 
+def mmdetection_goldens(repo: Path) -> dict:
+    """``repo`` is an mmdetection 2.x work tree or bare git directory.
+
+    Loads ``mmdet/core/anchor/anchor_generator.py`` (its ``mmcv`` import and registry are
+    stubbed; the anchor code needs only torch and NumPy) and runs ``AnchorGenerator``
+    configured as mmdetection's RetinaNet (``octave_base_scale=4, scales_per_octave=3,
+    ratios=[0.5, 1.0, 2.0], strides=[8, 16, 32, 64, 128]``), float32.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import types
+
+    import torch
+
+    rel = "mmdet/core/anchor/anchor_generator.py"
+    if (repo / rel).is_file():
+        text, git = (repo / rel).read_text(), ["git", "-C", str(repo)]
+    else:
+        git = ["git", "--git-dir", str(repo)]
+        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+    res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = res.stdout.strip() if res.returncode == 0 else "unknown"
+
+    class _Registry:
+        def register_module(self, *args, **kwargs):
+            return lambda cls: cls
+
+    pkg = types.ModuleType("_mmdet_anchor")
+    pkg.__path__ = []
+    builder = types.ModuleType("_mmdet_anchor.builder")
+    builder.ANCHOR_GENERATORS = _Registry()
+    mmcv = types.ModuleType("mmcv")
+    sys.modules.update({"_mmdet_anchor": pkg, "_mmdet_anchor.builder": builder})
+    sys.modules.setdefault("mmcv", mmcv)
+    path = Path(tempfile.mkdtemp()) / "anchor_generator.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("_mmdet_anchor.anchor_generator", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+
+    gen = mod.AnchorGenerator(strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0], octave_base_scale=4,
+                              scales_per_octave=3)
+    cases = []
+    for feature_sizes in ([(25, 42), (13, 21), (7, 11), (4, 6), (2, 3)], [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]):
+        parts = gen.grid_anchors(feature_sizes, device="cpu")
+        anchors = torch.cat(parts)
+        starts = [0]
+        for p in parts[:-1]:
+            starts.append(starts[-1] + p.shape[0])
+        cases.append({"feature_sizes": [list(f) for f in feature_sizes], **_sample(anchors, starts)})
+    return {
+        "peer": f"{_repo_name(repo, 'mmdetection')} {commit} ({rel}, mmdetection 2.x)",
+        "call": "AnchorGenerator(strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0], octave_base_scale=4,"
+        " scales_per_octave=3).grid_anchors(feature_sizes, device='cpu'), float32",
+        "cell_anchors": [_rows(c) for c in gen.base_anchors],
+        "cases": cases,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("peer", choices=["torchvision", "detectron", "keras-retinanet"])
+    parser.add_argument("peer", choices=["torchvision", "detectron", "keras-retinanet", "mmdetection"])
     parser.add_argument("--detectron", type=Path, help="Detectron work tree or bare git directory")
     parser.add_argument("--keras-retinanet", type=Path, help="keras-retinanet work tree or bare git directory")
+    parser.add_argument("--mmdetection", type=Path, help="mmdetection 2.x work tree or bare git directory")
     args = parser.parse_args()
     if args.peer == "torchvision":
         data, out = torchvision_goldens(), HERE / "anchors_torchvision.json"
+    elif args.peer == "mmdetection":
+        if args.mmdetection is None:
+            parser.error("--mmdetection PATH is required for the mmdetection goldens")
+        data, out = mmdetection_goldens(args.mmdetection), HERE / "anchors_mmdetection.json"
     elif args.peer == "keras-retinanet":
         if args.keras_retinanet is None:
             parser.error("--keras-retinanet PATH is required for the keras-retinanet goldens")
