@@ -1,0 +1,909 @@
+r"""RetinaNet (Lin et al. 2017, Sec. 4): ResNet + FPN + two dense subnets + focal loss.
+
+The model is assembled only from the library's public pieces:
+
+========================  ==========================================================
+step                      function / class
+========================  ==========================================================
+features C3–C5            :class:`focal_detect.models.backbone.ResNet`
+pyramid P3–P7             :class:`focal_detect.models.fpn.FPN`
+subnets                   :class:`RetinaNetHead` (:func:`focal_detect.init.init_conv_`,
+                          :func:`focal_detect.init.init_prior_bias_`)
+anchors                   :class:`focal_detect.anchors.AnchorGenerator`
+assignment + targets      :func:`focal_detect.matching.assign_anchors` with a
+                          :class:`focal_detect.coding.BoxCoder`
+classification loss       :func:`focal_detect.losses.sigmoid_focal_loss_from_labels`
+                          over all non-ignored anchors, divided by
+                          :class:`focal_detect.losses.FocalLossNormalizer`
+box loss                  :func:`focal_detect.losses.smooth_l1_loss` (β = 0.11),
+                          :func:`focal_detect.losses.l1_loss` or
+                          :func:`focal_detect.losses.giou_loss` over foreground anchors
+decoding                  :meth:`focal_detect.coding.BoxCoder.decode`
+class-wise NMS            :func:`focal_detect.boxes.batched_nms`
+========================  ==========================================================
+
+Pre-processing follows torchvision's ``GeneralizedRCNNTransform``: normalise with
+the pixel mean/std, resize so the short side is ``min_size`` unless the long side
+would exceed ``max_size`` (bilinear, boxes scaled likewise), then pad the batch at
+the bottom/right to a multiple of ``size_divisible``. The default 128 (the stride
+of P7) makes every level's stride exact, so anchors of every level sit exactly on
+the feature grid. Detections are mapped back to each original image size.
+
+Compilation: :meth:`RetinaNet.dense` (backbone, FPN and heads on a padded batch)
+has static shapes and compiles with ``torch.compile(fullgraph=True)`` and exports
+with :func:`torch.export.export`. The full ``forward`` also runs under
+``torch.compile`` (with graph breaks), but cannot be exported as one graph: the
+number of detections that pass ``score_thresh`` and survive NMS depends on the
+data, and greedy NMS is a data-dependent loop, so the post-processing stays eager
+(export :meth:`RetinaNet.dense` and call :meth:`RetinaNet.postprocess` on its
+outputs instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from focal_detect.anchors import AnchorGenerator
+from focal_detect.boxes import batched_nms
+from focal_detect.coding import BoxCoder
+from focal_detect.init import init_conv_, init_prior_bias_
+from focal_detect.losses import (
+    FocalLossNormalizer,
+    giou_loss,
+    l1_loss,
+    sigmoid_focal_loss_from_labels,
+    smooth_l1_loss,
+)
+from focal_detect.matching import assign_anchors
+from focal_detect.models.backbone import RESNET_DEPTHS, ResNet
+from focal_detect.models.fpn import FPN, P6_SOURCES
+
+__all__ = ["RetinaNetConfig", "RetinaNetHead", "RetinaNet", "BOX_LOSSES", "LOSS_NORMALIZATIONS"]
+
+#: Accepted values of ``RetinaNetConfig.box_loss``.
+BOX_LOSSES = ("smooth_l1", "l1", "giou")
+#: Accepted values of ``RetinaNetConfig.loss_normalization``: ``"batch"`` divides the
+#: summed losses by the foreground count of the whole batch (paper, Detectron);
+#: ``"image"`` divides each image's sum by its own count and averages over images
+#: (torchvision).
+LOSS_NORMALIZATIONS = ("batch", "image")
+
+
+def _positive_int(fn: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def _in_range(fn: str, name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{fn}: {name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RetinaNetConfig:
+    r"""Every hyper-parameter of :class:`RetinaNet`; defaults are the paper's.
+
+    Attributes:
+        num_classes: ``K`` object classes (no background class: sigmoid outputs).
+        backbone_depth: ResNet depth, 18, 34, 50 or 101.
+        backbone_width: ResNet stem channels (64 = published ResNets). Smaller
+            values slim the network for CPU demos; a deviation from the paper.
+        frozen_bn: Backbone BatchNorm with fixed statistics and affine
+            parameters (``FrozenBatchNorm2d``).
+        trainable_layers: Backbone stages with trainable weights, counted from
+            ``layer4`` (0 = frozen backbone, 5 = everything trainable).
+        fpn_channels: ``C``, channels of P3–P7 (256).
+        p6_from: ``"c5"`` (paper) or ``"p5"`` (torchvision).
+        head_convs: 3×3 conv + ReLU layers per subnet before the predictor (4).
+        head_channels: Channels of those layers; ``None`` means ``fpn_channels``.
+        use_group_norm: GroupNorm (32 groups) after each subnet conv (not in the
+            paper; torchvision's v2 model and FCOS use it).
+        prior: :math:`\pi` of the classifier's bias initialisation (0.01).
+        anchor_preset: Name for :meth:`AnchorGenerator.from_preset`
+            (``"torchvision"``, ``"detectron2"`` …) or ``None`` for the paper's
+            anchors (``AnchorGenerator()`` defaults).
+        anchor_sizes: Override of the per-level base sizes (32 … 512).
+        anchor_scales: Override of the octave scales :math:`(2^0, 2^{1/3}, 2^{2/3})`.
+        anchor_ratios: Override of the aspect ratios (0.5, 1, 2).
+        fg_iou_thresh: IoU at or above which an anchor is foreground (0.5).
+        bg_iou_thresh: IoU below which an anchor is background (0.4); in between
+            it is ignored.
+        allow_low_quality_matches: Also make each box's best anchor(s) foreground.
+        focal_alpha: :math:`\alpha` (0.25); ``None`` disables the weighting.
+        focal_gamma: :math:`\gamma` (2).
+        box_loss: ``"smooth_l1"`` (paper, ``smooth_l1_beta``), ``"l1"``
+            (torchvision v1) or ``"giou"`` (on decoded boxes).
+        smooth_l1_beta: Transition point :math:`\beta` of smooth L1 (0.11).
+        box_coder_weights: Weights of the ``(dx, dy, dw, dh)`` codes.
+        loss_normalization: ``"batch"`` or ``"image"``, see
+            :data:`LOSS_NORMALIZATIONS`.
+        normalizer_momentum: EMA momentum of the foreground count
+            (``None`` = the batch's count, as the paper).
+        distributed: All-reduce the foreground count across processes.
+        min_size: Target short side(s); a tuple picks one at random per
+            training image (multi-scale), the last one at evaluation.
+            ``None`` disables resizing.
+        max_size: Upper bound of the long side after resizing.
+        pixel_mean: Per-channel mean subtracted from ``[0, 1]`` images.
+        pixel_std: Per-channel standard deviation.
+        size_divisible: Pad height and width to a multiple of it (128: P7's
+            stride, so every level's stride is exact).
+        score_thresh: Minimum score of a candidate detection (0.05).
+        topk_candidates: Candidates kept per level before NMS (1000).
+        nms_thresh: IoU threshold of class-wise NMS (0.5).
+        detections_per_img: Detections kept per image after NMS (100).
+        channels_last: Run backbone, FPN and heads in ``channels_last`` memory
+            format (same math; usually faster on CPU).
+
+    Raises:
+        ValueError: A field out of range or of the wrong kind (at construction).
+
+    Example:
+        >>> cfg = RetinaNetConfig(num_classes=3)
+        >>> cfg.fpn_channels, cfg.focal_gamma, cfg.box_loss
+        (256, 2.0, 'smooth_l1')
+        >>> RetinaNetConfig.tiny(num_classes=3).backbone_depth
+        18
+    """
+
+    num_classes: int = 80
+    backbone_depth: int = 50
+    backbone_width: int = 64
+    frozen_bn: bool = True
+    trainable_layers: int = 3
+    fpn_channels: int = 256
+    p6_from: str = "c5"
+    head_convs: int = 4
+    head_channels: int | None = None
+    use_group_norm: bool = False
+    prior: float = 0.01
+    anchor_preset: str | None = None
+    anchor_sizes: tuple[float, ...] | None = None
+    anchor_scales: tuple[float, ...] | None = None
+    anchor_ratios: tuple[float, ...] | None = None
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    allow_low_quality_matches: bool = True
+    focal_alpha: float | None = 0.25
+    focal_gamma: float = 2.0
+    box_loss: str = "smooth_l1"
+    smooth_l1_beta: float = 0.11
+    box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    loss_normalization: str = "batch"
+    normalizer_momentum: float | None = None
+    distributed: bool = False
+    min_size: int | tuple[int, ...] | None = 800
+    max_size: int = 1333
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size_divisible: int = 128
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        fn = "RetinaNetConfig"
+        _positive_int(fn, "num_classes", self.num_classes)
+        if self.backbone_depth not in RESNET_DEPTHS:
+            raise ValueError(
+                f"{fn}: backbone_depth must be one of {sorted(RESNET_DEPTHS)}, "
+                f"got {self.backbone_depth!r}"
+            )
+        _positive_int(fn, "backbone_width", self.backbone_width)
+        if (
+            isinstance(self.trainable_layers, bool)
+            or not isinstance(self.trainable_layers, int)
+            or not 0 <= self.trainable_layers <= 5
+        ):
+            raise ValueError(f"{fn}: trainable_layers must be an int in [0, 5], got {self.trainable_layers!r}")
+        _positive_int(fn, "fpn_channels", self.fpn_channels)
+        if self.p6_from not in P6_SOURCES:
+            raise ValueError(f"{fn}: p6_from must be one of {P6_SOURCES}, got {self.p6_from!r}")
+        _positive_int(fn, "head_convs", self.head_convs)
+        if self.head_channels is not None:
+            _positive_int(fn, "head_channels", self.head_channels)
+        if self.use_group_norm and self.channels_for_head % 32:
+            raise ValueError(
+                f"{fn}: head_channels must be a multiple of 32 with use_group_norm, "
+                f"got {self.channels_for_head}"
+            )
+        _in_range(fn, "prior", self.prior, 1e-12, 1 - 1e-12)
+        _in_range(fn, "fg_iou_thresh", self.fg_iou_thresh, 0.0, 1.0)
+        _in_range(fn, "bg_iou_thresh", self.bg_iou_thresh, 0.0, 1.0)
+        if self.bg_iou_thresh > self.fg_iou_thresh:
+            raise ValueError(
+                f"{fn}: bg_iou_thresh must be <= fg_iou_thresh ({self.fg_iou_thresh}), "
+                f"got {self.bg_iou_thresh}"
+            )
+        if self.focal_alpha is not None:
+            _in_range(fn, "focal_alpha", self.focal_alpha, 0.0, 1.0)
+        _in_range(fn, "focal_gamma", self.focal_gamma, 0.0, math.inf)
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"{fn}: box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
+        _in_range(fn, "smooth_l1_beta", self.smooth_l1_beta, 0.0, math.inf)
+        if len(self.box_coder_weights) != 4:
+            raise ValueError(f"{fn}: box_coder_weights must have 4 entries, got {self.box_coder_weights!r}")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"{fn}: loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
+                f"got {self.loss_normalization!r}"
+            )
+        if self.normalizer_momentum is not None:
+            _in_range(fn, "normalizer_momentum", self.normalizer_momentum, 0.0, 1.0 - 1e-12)
+        if self.min_size is not None:
+            sizes = self.min_size if isinstance(self.min_size, tuple) else (self.min_size,)
+            if not sizes:
+                raise ValueError(f"{fn}: min_size must not be empty, got {self.min_size!r}")
+            for s in sizes:
+                _positive_int(fn, "min_size", s)
+        _positive_int(fn, "max_size", self.max_size)
+        for name in ("pixel_mean", "pixel_std"):
+            v = getattr(self, name)
+            if len(v) != 3:
+                raise ValueError(f"{fn}: {name} must have 3 entries, got {v!r}")
+        if any(s <= 0 for s in self.pixel_std):
+            raise ValueError(f"{fn}: pixel_std must be positive, got {self.pixel_std!r}")
+        _positive_int(fn, "size_divisible", self.size_divisible)
+        _in_range(fn, "score_thresh", self.score_thresh, 0.0, 1.0)
+        _positive_int(fn, "topk_candidates", self.topk_candidates)
+        _in_range(fn, "nms_thresh", self.nms_thresh, 0.0, 1.0)
+        _positive_int(fn, "detections_per_img", self.detections_per_img)
+
+    @property
+    def channels_for_head(self) -> int:
+        """Channels of the subnets' hidden convs (``head_channels`` or ``fpn_channels``)."""
+        return self.fpn_channels if self.head_channels is None else self.head_channels
+
+    def replace(self, **changes: Any) -> RetinaNetConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def tiny(cls, num_classes: int = 3, **changes: Any) -> RetinaNetConfig:
+        """A very small model for tests, doctests and CPU demos.
+
+        ResNet-18 of width 8, 32-channel pyramid and heads with 2 convs, no
+        resizing; everything else as the paper.
+        """
+        base = cls(
+            num_classes=num_classes,
+            backbone_depth=18,
+            backbone_width=8,
+            trainable_layers=5,
+            fpn_channels=32,
+            head_convs=2,
+            min_size=None,
+        )
+        return dataclasses.replace(base, **changes)
+
+    @classmethod
+    def torchvision_v1(cls, num_classes: int = 91, **changes: Any) -> RetinaNetConfig:
+        """Settings of torchvision's ``retinanet_resnet50_fpn`` (v1).
+
+        Anchors from the ``"torchvision"`` preset, P6 from P5, L1 box loss,
+        per-image loss normalisation, padding to 32, 300 detections per image.
+        (torchvision's own ``weights=None`` model uses trainable BatchNorm; its
+        COCO weights use frozen BatchNorm.) Use it with
+        :func:`focal_detect.models.convert.load_torchvision_retinanet`.
+        """
+        base = cls(
+            num_classes=num_classes,
+            anchor_preset="torchvision",
+            p6_from="p5",
+            box_loss="l1",
+            loss_normalization="image",
+            size_divisible=32,
+            detections_per_img=300,
+        )
+        return dataclasses.replace(base, **changes)
+
+
+class RetinaNetHead(nn.Module):
+    r"""The classification and box subnets, shared across pyramid levels.
+
+    Each subnet: ``num_convs`` × (3×3 conv, ``channels`` filters, optional
+    GroupNorm, ReLU), then a 3×3 predictor with ``A·K`` (classification) or
+    ``A·4`` (boxes) filters. Convs are initialised N(0, 0.01) with zero bias
+    (:func:`~focal_detect.init.init_conv_`), the classifier's bias to
+    :math:`-\log((1 - \pi) / \pi)` (:func:`~focal_detect.init.init_prior_bias_`).
+
+    The per-level output ``(B, A·K, H, W)`` is viewed as ``(B, A, K, H, W)``,
+    permuted to ``(B, H, W, A, K)`` and flattened to ``(B, H·W·A, K)``: anchor
+    ``(y, x, a)`` is row ``(y·W + x)·A + a``, the order of
+    :class:`~focal_detect.anchors.AnchorGenerator` (and torchvision).
+
+    Args:
+        num_classes: ``K``.
+        num_anchors: ``A`` anchors per location.
+        in_channels: Channels of the pyramid levels.
+        channels: Hidden channels (default ``in_channels``).
+        num_convs: Hidden layers per subnet (4).
+        use_group_norm: GroupNorm with 32 groups after each hidden conv.
+        prior: :math:`\pi` (0.01).
+
+    Example:
+        >>> head = RetinaNetHead(num_classes=2, num_anchors=9, in_channels=8, num_convs=1)
+        >>> cls, box = head.forward_levels([torch.zeros(1, 8, 4, 4), torch.zeros(1, 8, 2, 2)])
+        >>> [tuple(c.shape) for c in cls], [tuple(b.shape) for b in box]
+        ([(1, 144, 2), (1, 36, 2)], [(1, 144, 4), (1, 36, 4)])
+        >>> round(float(torch.sigmoid(cls[0][0, 0, 0])), 4)  # the prior
+        0.01
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_anchors: int,
+        in_channels: int = 256,
+        channels: int | None = None,
+        num_convs: int = 4,
+        use_group_norm: bool = False,
+        prior: float = 0.01,
+    ) -> None:
+        super().__init__()
+        fn = "RetinaNetHead"
+        _positive_int(fn, "num_classes", num_classes)
+        _positive_int(fn, "num_anchors", num_anchors)
+        _positive_int(fn, "in_channels", in_channels)
+        channels = in_channels if channels is None else _positive_int(fn, "channels", channels)
+        _positive_int(fn, "num_convs", num_convs)
+        self.num_classes = num_classes
+        self.num_anchors = num_anchors
+
+        def subnet() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i in range(num_convs):
+                conv = nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1)
+                init_conv_(conv, std=0.01)
+                layers.append(conv)
+                if use_group_norm:
+                    layers.append(nn.GroupNorm(32, channels))
+                layers.append(nn.ReLU(inplace=True))
+            return nn.Sequential(*layers)
+
+        self.cls_subnet = subnet()
+        self.box_subnet = subnet()
+        self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        init_prior_bias_(self.cls_logits, prior=prior, std=0.01)
+        self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        init_conv_(self.bbox_pred, std=0.01)
+
+    @staticmethod
+    def _flatten(x: Tensor, last: int) -> Tensor:
+        b, _, h, w = x.shape
+        return x.view(b, -1, last, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, last)
+
+    def forward_levels(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level: class logits ``(B, H_l·W_l·A, K)`` and box deltas ``(B, H_l·W_l·A, 4)``."""
+        cls_out, box_out = [], []
+        for x in features:
+            cls_out.append(self._flatten(self.cls_logits(self.cls_subnet(x)), self.num_classes))
+            box_out.append(self._flatten(self.bbox_pred(self.box_subnet(x)), 4))
+        return cls_out, box_out
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Class logits ``(B, N, K)`` and box deltas ``(B, N, 4)``, levels concatenated."""
+        cls_out, box_out = self.forward_levels(features)
+        return torch.cat(cls_out, dim=1), torch.cat(box_out, dim=1)
+
+
+class RetinaNet(nn.Module):
+    r"""RetinaNet with torchvision's detection interface.
+
+    ``model(images, targets)``:
+
+    * ``images``: a list of ``B`` float tensors ``(3, H_i, W_i)`` with values in
+      ``[0, 1]``, or one tensor ``(B, 3, H, W)``.
+    * ``targets`` (training): a list of ``B`` dicts with ``"boxes"`` ``(M_i, 4)``
+      in ``(x1, y1, x2, y2)`` pixels of the input image, ``"labels"`` ``(M_i,)``
+      int64 in ``[0, K)`` and optionally ``"iscrowd"`` ``(M_i,)`` (crowd boxes are
+      not matched; anchors inside them are ignored).
+
+    Training mode returns ``{"classification": L_cls, "bbox_regression": L_box}``:
+
+    .. math::
+
+        L_{cls} = \frac{1}{\max(1, N_{fg})} \sum_{i \notin \mathrm{ignored}}
+        \sum_{k} \mathrm{FL}(p_{ik}), \qquad
+        L_{box} = \frac{1}{\max(1, N_{fg})} \sum_{i \in \mathrm{fg}}
+        \ell(\hat d_i, d_i)
+
+    with :math:`N_{fg}` the batch's foreground anchors (or an EMA of it,
+    all-reduced when distributed). Evaluation mode returns a list of ``B`` dicts
+    with ``"boxes"`` ``(D_i, 4)`` in the original image's pixels, ``"scores"``
+    ``(D_i,)`` and ``"labels"`` ``(D_i,)`` int64, sorted by decreasing score.
+
+    Args:
+        config: A :class:`RetinaNetConfig`; defaults to the paper's settings with
+            80 classes.
+
+    Raises:
+        ValueError: Bad images or targets (shape, dtype, non-finite or inverted
+            boxes, labels out of range), naming the argument.
+
+    Example:
+        >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2)).eval()
+        >>> out = model([torch.rand(3, 64, 96)])
+        >>> sorted(out[0]), out[0]["boxes"].shape[-1]
+        (['boxes', 'labels', 'scores'], 4)
+        >>> _ = model.train()
+        >>> losses = model([torch.rand(3, 64, 96)],
+        ...                [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]),
+        ...                  "labels": torch.tensor([1])}])
+        >>> sorted(losses), bool(losses["classification"] > 0)
+        (['bbox_regression', 'classification'], True)
+    """
+
+    def __init__(self, config: RetinaNetConfig | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = RetinaNetConfig()
+        if not isinstance(config, RetinaNetConfig):
+            raise TypeError(f"RetinaNet: config must be a RetinaNetConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = ResNet(
+            config.backbone_depth,
+            width=config.backbone_width,
+            frozen_bn=config.frozen_bn,
+            trainable_layers=config.trainable_layers,
+        )
+        self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, p6_from=config.p6_from)
+        self.anchor_generator = self._make_anchor_generator(config)
+        self.head = RetinaNetHead(
+            config.num_classes,
+            self.anchor_generator.num_anchors_per_location,
+            in_channels=config.fpn_channels,
+            channels=config.channels_for_head,
+            num_convs=config.head_convs,
+            use_group_norm=config.use_group_norm,
+            prior=config.prior,
+        )
+        self.box_coder = BoxCoder(weights=tuple(config.box_coder_weights))
+        self.normalizer = FocalLossNormalizer(
+            momentum=config.normalizer_momentum, distributed=config.distributed
+        )
+        self.register_buffer(
+            "pixel_mean", torch.tensor(config.pixel_mean, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(config.pixel_std, dtype=torch.float32), persistent=False
+        )
+        if config.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _make_anchor_generator(config: RetinaNetConfig) -> AnchorGenerator:
+        overrides: dict[str, Any] = {}
+        if config.anchor_sizes is not None:
+            overrides["sizes"] = tuple(config.anchor_sizes)
+        if config.anchor_scales is not None:
+            overrides["scales"] = tuple(config.anchor_scales)
+        if config.anchor_ratios is not None:
+            overrides["ratios"] = tuple(config.anchor_ratios)
+        if config.anchor_preset is None:
+            return AnchorGenerator(**overrides)
+        return AnchorGenerator.from_preset(config.anchor_preset, **overrides)
+
+    # ------------------------------------------------------------------ input
+    def _check_images(self, images: object) -> list[Tensor] | Tensor:
+        fn = "RetinaNet"
+        if isinstance(images, Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"{fn}: images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+            if not images.is_floating_point():
+                raise TypeError(f"{fn}: images must be a floating-point tensor, got dtype {images.dtype}")
+            if images.shape[0] == 0:
+                raise ValueError(f"{fn}: images must hold at least one image, got batch size 0")
+            return images
+        if not isinstance(images, (list, tuple)) or not images:
+            raise TypeError(
+                f"{fn}: images must be a non-empty list of (3, H, W) tensors or a (B, 3, H, W) "
+                f"tensor, got {type(images).__name__}"
+            )
+        for i, img in enumerate(images):
+            if not isinstance(img, Tensor):
+                raise TypeError(f"{fn}: images[{i}] must be a torch.Tensor, got {type(img).__name__}")
+            if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] < 1 or img.shape[2] < 1:
+                raise ValueError(f"{fn}: images[{i}] must have shape (3, H, W), got {tuple(img.shape)}")
+            if not img.is_floating_point():
+                raise TypeError(f"{fn}: images[{i}] must be a floating-point tensor, got dtype {img.dtype}")
+        return list(images)
+
+    def _check_targets(self, targets: object, num_images: int) -> list[dict[str, Tensor]]:
+        fn = "RetinaNet"
+        if not isinstance(targets, (list, tuple)):
+            raise TypeError(f"{fn}: targets must be a list of dicts, got {type(targets).__name__}")
+        if len(targets) != num_images:
+            raise ValueError(
+                f"{fn}: targets must have one dict per image ({num_images}), got {len(targets)}"
+            )
+        k = self.config.num_classes
+        out = []
+        for i, t in enumerate(targets):
+            if not isinstance(t, Mapping):
+                raise TypeError(f"{fn}: targets[{i}] must be a dict, got {type(t).__name__}")
+            for key in ("boxes", "labels"):
+                if key not in t:
+                    raise ValueError(f"{fn}: targets[{i}] must have key {key!r}, got keys {sorted(t)}")
+                if not isinstance(t[key], Tensor):
+                    raise TypeError(
+                        f"{fn}: targets[{i}]['{key}'] must be a torch.Tensor, got {type(t[key]).__name__}"
+                    )
+            boxes, labels = t["boxes"], t["labels"]
+            if boxes.ndim != 2 or boxes.shape[-1] != 4:
+                raise ValueError(
+                    f"{fn}: targets[{i}]['boxes'] must have shape (M, 4), got {tuple(boxes.shape)}"
+                )
+            if not boxes.is_floating_point():
+                raise TypeError(
+                    f"{fn}: targets[{i}]['boxes'] must be a floating-point tensor, got dtype {boxes.dtype}"
+                )
+            if labels.ndim != 1 or labels.shape[0] != boxes.shape[0]:
+                raise ValueError(
+                    f"{fn}: targets[{i}]['labels'] must have shape (M,) with M = {boxes.shape[0]}, "
+                    f"got {tuple(labels.shape)}"
+                )
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise TypeError(
+                    f"{fn}: targets[{i}]['labels'] must be an integer tensor, got dtype {labels.dtype}"
+                )
+            crowd = t.get("iscrowd")
+            if crowd is not None:
+                if not isinstance(crowd, Tensor) or crowd.shape != labels.shape:
+                    raise ValueError(
+                        f"{fn}: targets[{i}]['iscrowd'] must be a tensor of shape (M,) with "
+                        f"M = {boxes.shape[0]}, got {getattr(crowd, 'shape', type(crowd).__name__)}"
+                    )
+            if boxes.numel():
+                if not bool(torch.isfinite(boxes).all()):
+                    raise ValueError(f"{fn}: targets[{i}]['boxes'] must be finite, got NaN or infinity")
+                if bool((boxes[:, 2:] < boxes[:, :2]).any()):
+                    j = int((boxes[:, 2:] < boxes[:, :2]).any(1).nonzero()[0, 0])
+                    raise ValueError(
+                        f"{fn}: targets[{i}]['boxes'] must have x2 >= x1 and y2 >= y1, "
+                        f"got {boxes[j].tolist()} at row {j}"
+                    )
+                if bool(((labels < 0) | (labels >= k)).any()):
+                    raise ValueError(
+                        f"{fn}: targets[{i}]['labels'] must be in [0, {k}), got "
+                        f"min {int(labels.min())}, max {int(labels.max())}"
+                    )
+            out.append(dict(t))
+        return out
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Resized ``(height, width)`` as ``F.interpolate(scale_factor=...)`` produces it."""
+        cfg = self.config
+        if cfg.min_size is None:
+            return height, width
+        scale = self._scale(height, width, self._eval_min_size())
+        return int(math.floor(height * scale)), int(math.floor(width * scale))
+
+    def _eval_min_size(self) -> int:
+        m = self.config.min_size
+        return m[-1] if isinstance(m, tuple) else int(m)  # type: ignore[arg-type]
+
+    def _pick_min_size(self) -> int:
+        m = self.config.min_size
+        if isinstance(m, tuple) and self.training and len(m) > 1:
+            return m[int(torch.randint(len(m), ()).item())]
+        return self._eval_min_size()
+
+    def _scale(self, height: int, width: int, min_size: int) -> float:
+        return min(min_size / min(height, width), self.config.max_size / max(height, width))
+
+    def preprocess(
+        self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None
+    ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int, int]], list[dict[str, Tensor]] | None]:
+        """Normalise, resize and pad; scale target boxes likewise.
+
+        Returns:
+            ``(batch, image_sizes, original_sizes, targets)``: the padded batch
+            ``(B, 3, H_pad, W_pad)``, each image's ``(height, width)`` after
+            resizing and before padding, the input sizes, and targets with
+            resized boxes (``None`` if none were given).
+        """
+        cfg = self.config
+        mean = self.pixel_mean.view(-1, 1, 1)
+        std = self.pixel_std.view(-1, 1, 1)
+        if isinstance(images, Tensor):
+            original = [(int(images.shape[-2]), int(images.shape[-1]))] * images.shape[0]
+            x = (images - mean.to(images.dtype)) / std.to(images.dtype)
+            if cfg.min_size is not None:
+                h, w = original[0]
+                x = F.interpolate(
+                    x,
+                    scale_factor=self._scale(h, w, self._pick_min_size()),
+                    mode="bilinear",
+                    recompute_scale_factor=True,
+                    align_corners=False,
+                )
+            resized = [x]
+            sizes = [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0]
+        else:
+            original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+            resized = []
+            for img in images:
+                y = (img - mean.to(img.dtype)) / std.to(img.dtype)
+                if cfg.min_size is not None:
+                    h, w = int(img.shape[-2]), int(img.shape[-1])
+                    y = F.interpolate(
+                        y[None],
+                        scale_factor=self._scale(h, w, self._pick_min_size()),
+                        mode="bilinear",
+                        recompute_scale_factor=True,
+                        align_corners=False,
+                    )[0]
+                resized.append(y)
+            sizes = [(int(y.shape[-2]), int(y.shape[-1])) for y in resized]
+
+        d = cfg.size_divisible
+        max_h = max(s[0] for s in sizes)
+        max_w = max(s[1] for s in sizes)
+        pad_h = int(math.ceil(max_h / d) * d)
+        pad_w = int(math.ceil(max_w / d) * d)
+        if isinstance(images, Tensor):
+            x = resized[0]
+            batch = x if (pad_h, pad_w) == tuple(x.shape[-2:]) else F.pad(
+                x, (0, pad_w - x.shape[-1], 0, pad_h - x.shape[-2])
+            )
+        else:
+            first = resized[0]
+            batch = first.new_zeros((len(resized), 3, pad_h, pad_w))
+            for i, y in enumerate(resized):
+                batch[i, :, : y.shape[-2], : y.shape[-1]].copy_(y)
+        if cfg.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+
+        if targets is not None:
+            new_targets = []
+            for t, (h0, w0), (h1, w1) in zip(targets, original, sizes):
+                t = dict(t)
+                if (h0, w0) != (h1, w1):
+                    t["boxes"] = t["boxes"] * self._ratios(t["boxes"], (h0, w0), (h1, w1))
+                new_targets.append(t)
+            targets = new_targets
+        return batch, sizes, original, targets
+
+    @staticmethod
+    def _ratios(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
+        """``(4,)`` factors ``(rw, rh, rw, rh)`` mapping ``src`` pixels to ``dst`` pixels,
+        each a float32 quotient (as torchvision's ``resize_boxes``)."""
+        size = torch.tensor([dst[1], dst[0]], dtype=torch.float32, device=boxes.device)
+        size0 = torch.tensor([src[1], src[0]], dtype=torch.float32, device=boxes.device)
+        return (size / size0).repeat(2).to(boxes.dtype)
+
+    # ------------------------------------------------------------------ network
+    def dense(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Backbone, FPN and heads on a pre-processed batch ``(B, 3, H, W)``.
+
+        Returns per-level class logits ``(B, H_l·W_l·A, K)`` and box deltas
+        ``(B, H_l·W_l·A, 4)`` for P3 … P7. Static shapes: compiles with
+        ``fullgraph=True`` and exports with :func:`torch.export.export`.
+        """
+        return self.head.forward_levels(self.fpn(self.backbone(batch)))
+
+    @staticmethod
+    def feature_sizes(batch_size: tuple[int, int], num_levels: int = 5) -> list[tuple[int, int]]:
+        """``(H_l, W_l)`` of P3 … P7 for a padded input size ``(H, W)`` (the
+        output sizes of the stride-2 convolutions: ``ceil(H / 2^l)``)."""
+        h, w = batch_size
+        out = []
+        for level in range(1, 8):
+            h, w = (h + 1) // 2, (w + 1) // 2
+            if level >= 3:
+                out.append((h, w))
+        return out[:num_levels]
+
+    def forward(
+        self,
+        images: list[Tensor] | Tensor,
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Losses in training mode, detections in evaluation mode (see the class)."""
+        images = self._check_images(images)
+        num_images = images.shape[0] if isinstance(images, Tensor) else len(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("RetinaNet: targets must be given in training mode, got None")
+            targets = self._check_targets(targets, num_images)
+        batch, sizes, original, targets = self.preprocess(images, targets if self.training else None)
+        cls_levels, box_levels = self.dense(batch)
+        feature_sizes = self.feature_sizes((batch.shape[-2], batch.shape[-1]))
+        if self.training:
+            assert targets is not None
+            return self.compute_loss(
+                torch.cat(cls_levels, dim=1), torch.cat(box_levels, dim=1), targets, feature_sizes
+            )
+        return self.postprocess(cls_levels, box_levels, feature_sizes, sizes, original)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(
+        self,
+        cls_logits: Tensor,
+        box_deltas: Tensor,
+        targets: list[dict[str, Tensor]],
+        feature_sizes: Sequence[tuple[int, int]],
+    ) -> dict[str, Tensor]:
+        r"""Focal loss and box loss for a batch.
+
+        Args:
+            cls_logits: ``(B, N, K)`` logits, levels concatenated.
+            box_deltas: ``(B, N, 4)`` predicted codes.
+            targets: Per image ``"boxes"`` ``(M_i, 4)`` in the padded batch's
+                pixels, ``"labels"`` ``(M_i,)``, optional ``"iscrowd"``.
+            feature_sizes: ``(H_l, W_l)`` of P3 … P7.
+
+        Returns:
+            ``{"classification": scalar, "bbox_regression": scalar}``.
+        """
+        cfg = self.config
+        device = cls_logits.device
+        anchors = self.anchor_generator(feature_sizes, device=device, dtype=torch.float32)
+        levels = self.anchor_generator.levels(feature_sizes)
+        gt_boxes, gt_labels, crowd_boxes = [], [], []
+        any_crowd = False
+        for t in targets:
+            boxes = t["boxes"].to(device=device, dtype=torch.float32)
+            labels = t["labels"].to(device=device, dtype=torch.int64)
+            crowd = t.get("iscrowd")
+            if crowd is not None and crowd.numel():
+                is_crowd = crowd.to(device).bool()
+                any_crowd = any_crowd or bool(is_crowd.any())
+                crowd_boxes.append(boxes[is_crowd])
+                boxes, labels = boxes[~is_crowd], labels[~is_crowd]
+            else:
+                crowd_boxes.append(boxes.new_zeros((0, 4)))
+            gt_boxes.append(boxes)
+            gt_labels.append(labels)
+        assignment = assign_anchors(
+            anchors,
+            gt_boxes,
+            gt_labels,
+            high_threshold=cfg.fg_iou_thresh,
+            low_threshold=cfg.bg_iou_thresh,
+            allow_low_quality_matches=cfg.allow_low_quality_matches,
+            box_coder=self.box_coder,
+            crowd_boxes=crowd_boxes if any_crowd else None,
+            levels=levels,
+        )
+        labels, fg = assignment.labels, assignment.foreground
+        b, n = labels.shape
+
+        if cfg.loss_normalization == "batch":
+            norm = self.normalizer(fg.sum())
+            cls_weights = None
+            box_weights = None
+        else:
+            per_image = fg.sum(dim=1).clamp(min=1).to(torch.float32) * b
+            norm = torch.ones((), device=device)
+            cls_weights = (1.0 / per_image)[:, None].expand(b, n)
+            box_weights = cls_weights[fg]
+
+        loss_cls = sigmoid_focal_loss_from_labels(
+            cls_logits,
+            labels,
+            weights=cls_weights,
+            alpha=cfg.focal_alpha,
+            gamma=cfg.focal_gamma,
+            reduction="sum",
+        )
+
+        pred = box_deltas[fg]
+        if cfg.box_loss == "giou":
+            anchors_fg = anchors.expand(b, n, 4)[fg]
+            counts = torch.tensor([g.shape[0] for g in gt_boxes], device=device)
+            offsets = torch.cumsum(counts, 0) - counts
+            img = torch.arange(b, device=device)[:, None].expand(b, n)[fg]
+            flat_gt = torch.cat(gt_boxes, dim=0)
+            matched = flat_gt[offsets[img] + assignment.matched_gt[fg]] if flat_gt.numel() else flat_gt
+            per_box = giou_loss(self.box_coder.decode(pred.float(), anchors_fg), matched)
+        else:
+            target = assignment.box_targets[fg].to(pred.dtype)
+            if cfg.box_loss == "smooth_l1":
+                per_box = smooth_l1_loss(pred, target, beta=cfg.smooth_l1_beta).sum(-1)
+            else:
+                per_box = l1_loss(pred, target).sum(-1)
+        if box_weights is not None:
+            per_box = per_box * box_weights
+        loss_box = per_box.sum()
+        return {"classification": loss_cls / norm, "bbox_regression": loss_box / norm}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def postprocess(
+        self,
+        cls_levels: Sequence[Tensor],
+        box_levels: Sequence[Tensor],
+        feature_sizes: Sequence[tuple[int, int]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        r"""Detections from per-level head outputs, vectorised over the batch.
+
+        Per level: the ``topk_candidates`` highest-scoring (anchor, class) pairs
+        of each image with score > ``score_thresh`` (one ``topk`` on the
+        ``(B, H_l·W_l·A·K)`` logits; the sigmoid is monotone, so only the kept
+        logits are turned into scores), decoded with the box coder and clipped to
+        the image. Then one :func:`~focal_detect.boxes.batched_nms` for the whole
+        batch (categories ``image · K + class``) and the ``detections_per_img``
+        best of each image, mapped back to ``original_sizes``.
+
+        Args:
+            cls_levels: Per level ``(B, N_l, K)`` logits.
+            box_levels: Per level ``(B, N_l, 4)`` deltas.
+            feature_sizes: ``(H_l, W_l)`` per level.
+            image_sizes: Per image ``(height, width)`` the boxes are clipped to.
+            original_sizes: Per image size to rescale the boxes to (``None``: no
+                rescaling).
+
+        Returns:
+            One dict per image with ``"boxes"`` ``(D, 4)``, ``"scores"`` ``(D,)``,
+            ``"labels"`` ``(D,)`` int64.
+        """
+        cfg = self.config
+        b = cls_levels[0].shape[0]
+        k = cls_levels[0].shape[-1]
+        device = cls_levels[0].device
+        anchor_levels = self.anchor_generator.grid_anchors(feature_sizes, device=device, dtype=torch.float32)
+
+        all_boxes, all_logits, all_labels = [], [], []
+        for logits, deltas, anchors in zip(cls_levels, box_levels, anchor_levels):
+            flat = logits.reshape(b, -1)
+            num = min(cfg.topk_candidates, flat.shape[1])
+            top_logits, top_idx = flat.float().topk(num, dim=1, sorted=False)
+            anchor_idx = torch.div(top_idx, k, rounding_mode="floor")
+            all_labels.append(top_idx - anchor_idx * k)
+            all_logits.append(top_logits)
+            d = torch.gather(deltas, 1, anchor_idx[..., None].expand(b, num, 4))
+            all_boxes.append(self.box_coder.decode(d.float(), anchors[anchor_idx]))
+        boxes = torch.cat(all_boxes, dim=1)  # (B, C, 4)
+        logits = torch.cat(all_logits, dim=1)  # (B, C)
+        labels = torch.cat(all_labels, dim=1)
+        # Clip each image's boxes to its own size (before padding).
+        hw = torch.tensor(image_sizes, dtype=boxes.dtype, device=device)  # (B, 2) as (h, w)
+        upper = hw.flip(-1).repeat(1, 2)[:, None, :]  # (B, 1, 4) = (w, h, w, h)
+        boxes = torch.minimum(boxes.clamp(min=0), upper)
+
+        scores = torch.sigmoid(logits)
+        keep = scores > cfg.score_thresh
+        img = torch.arange(b, device=device)[:, None].expand_as(labels)[keep]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        kept = batched_nms(boxes, scores, img * k + labels, cfg.nms_thresh)
+        # ``kept`` is in decreasing score order; group by image keeping that order.
+        img_kept = img[kept]
+        order = torch.sort(img_kept, stable=True).indices
+        kept, img_kept = kept[order], img_kept[order]
+        counts = torch.bincount(img_kept, minlength=b)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(kept.numel(), device=device) - starts[img_kept]
+        sel = rank < cfg.detections_per_img
+        kept, img_kept = kept[sel], img_kept[sel]
+        out_boxes = boxes[kept]
+        if original_sizes is not None and list(map(tuple, original_sizes)) != list(map(tuple, image_sizes)):
+            # (w0 / w, h0 / h) per image, each a float32 quotient as torchvision's resize_boxes.
+            src = torch.tensor(image_sizes, dtype=torch.float32, device=device).flip(-1)
+            dst = torch.tensor(original_sizes, dtype=torch.float32, device=device).flip(-1)
+            factors = (dst / src).repeat(1, 2).to(out_boxes.dtype)  # (B, 4)
+            out_boxes = out_boxes * factors[img_kept]
+        out_scores = scores[kept].to(cls_levels[0].dtype)
+        out_labels = labels[kept]
+        splits = torch.bincount(img_kept, minlength=b).tolist()
+        return [
+            {"boxes": bx, "scores": sc, "labels": lb}
+            for bx, sc, lb in zip(
+                out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits)
+            )
+        ]

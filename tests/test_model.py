@@ -1,0 +1,556 @@
+"""RetinaNet model: backbone, FPN, head, losses, inference, torchvision interop.
+
+Everything runs a tiny configuration (ResNet-18 of width 8, 32 channels, images of
+at most 128 px) so the file stays fast on one CPU core.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from focal_detect.models import (
+    FPN,
+    FrozenBatchNorm2d,
+    ResNet,
+    RetinaNet,
+    RetinaNetConfig,
+    RetinaNetHead,
+    load_resnet_state_dict,
+    load_torchvision_retinanet,
+)
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "src" / "focal_detect" / "models"
+GOLDEN = Path(__file__).resolve().parent / "data" / "retinanet_tv_golden.pt"
+
+
+def tiny(**changes: object) -> RetinaNet:
+    torch.manual_seed(0)
+    return RetinaNet(RetinaNetConfig.tiny(num_classes=3, **changes))
+
+
+def raise_scores(model: RetinaNet, bias: float = -2.0, std: float = 0.3) -> None:
+    """Random weights give scores ~0.01: spread the classifier so many pass 0.05."""
+    with torch.no_grad():
+        model.head.cls_logits.weight.normal_(0.0, std)
+        model.head.cls_logits.bias.fill_(bias)
+
+
+def fixed_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(3)
+    images = [torch.rand(3, 96, 128, generator=g), torch.rand(3, 80, 100, generator=g)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [64.0, 8.0, 120.0, 40.0]]),
+         "labels": torch.tensor([0, 2])},
+        {"boxes": torch.tensor([[20.0, 20.0, 52.0, 60.0]]), "labels": torch.tensor([1])},
+    ]
+    return images, targets
+
+
+# --------------------------------------------------------------------------- imports
+def _public_names(module_name: str) -> set[str]:
+    mod = importlib.import_module(module_name)
+    return set(getattr(mod, "__all__", ()))
+
+
+def test_model_modules_import_only_public_focal_detect_names() -> None:
+    files = sorted(MODELS_DIR.glob("*.py"))
+    assert {f.name for f in files} >= {"retinanet.py", "backbone.py", "fpn.py", "convert.py"}
+    used: set[str] = set()
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("torchvision"), f"{path.name} imports torchvision"
+                    if alias.name.startswith("focal_detect"):
+                        pytest.fail(f"{path.name}: use 'from focal_detect.x import name', got {alias.name}")
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                assert node.level == 0, f"{path.name}: relative import"
+                assert not mod.startswith("torchvision"), f"{path.name} imports torchvision"
+                if not mod.startswith("focal_detect"):
+                    continue
+                parts = mod.split(".")
+                assert not any(p.startswith("_") for p in parts), f"{path.name} imports private module {mod}"
+                public = _public_names(mod)
+                for alias in node.names:
+                    assert alias.name in public, f"{path.name}: {mod}.{alias.name} is not in its __all__"
+                    used.add(f"{parts[1]}.{alias.name}")
+    # The model is assembled from the library's own pieces, not re-implementations.
+    for name in (
+        "anchors.AnchorGenerator",
+        "matching.assign_anchors",
+        "coding.BoxCoder",
+        "losses.sigmoid_focal_loss_from_labels",
+        "losses.FocalLossNormalizer",
+        "init.init_prior_bias_",
+        "init.init_conv_",
+        "boxes.batched_nms",
+    ):
+        assert name in used, f"the model does not use focal_detect.{name}"
+
+
+# --------------------------------------------------------------------------- backbone
+# Parameter counts of torchvision's resnet18/34/50/101 (weights=None) without fc.
+TV_PARAMS_NO_FC = {18: 11_689_512 - 513_000, 50: 25_557_032 - 2_049_000}
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_matches_torchvision_names_shapes_and_counts(depth: int) -> None:
+    net = ResNet(depth, frozen_bn=False)
+    sd = net.state_dict()
+    assert sum(p.numel() for p in net.parameters()) == TV_PARAMS_NO_FC[depth]
+    if depth == 50:
+        assert sd["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
+        assert sd["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)
+        assert sd["layer2.0.conv2.weight"].shape == (128, 128, 3, 3)  # stride on the 3x3
+        assert net.layer2[0].conv2.stride == (2, 2) and net.layer2[0].conv1.stride == (1, 1)
+        assert net.out_channels == (512, 1024, 2048)
+    else:
+        assert "layer1.0.downsample.0.weight" not in sd
+        assert sd["layer2.0.downsample.1.running_var"].shape == (128,)
+        assert net.out_channels == (128, 256, 512)
+    assert "fc.weight" not in sd
+    full = ResNet(depth, frozen_bn=False, include_fc=True).state_dict()
+    assert full["fc.weight"].shape == (1000, net.out_channels[-1])
+
+
+def test_resnet_state_dict_equals_torchvision_live() -> None:
+    tvm = pytest.importorskip("torchvision.models")
+    ref = tvm.resnet34()
+    ours = ResNet(34, frozen_bn=False, include_fc=True)
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {
+        k: v.shape for k, v in ours.state_dict().items()
+    }
+    ours = ResNet(34)  # frozen BN, no fc: the loader drops what does not apply
+    load_resnet_state_dict(ours, ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    ref.eval()
+    want = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
+    torch.testing.assert_close(ours(x)[-1], want)
+
+
+def test_resnet_width_and_strides() -> None:
+    net = ResNet(50, width=8)
+    c3, c4, c5 = net(torch.zeros(2, 3, 96, 64))
+    assert net.out_channels == (64, 128, 256)
+    assert c3.shape == (2, 64, 12, 8) and c4.shape == (2, 128, 6, 4) and c5.shape == (2, 256, 3, 2)
+
+
+def test_frozen_batch_norm_equals_eval_batch_norm_and_loads_its_state() -> None:
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.2, 3.0)
+    bn.eval()
+    frozen = FrozenBatchNorm2d(4)
+    frozen.load_state_dict(bn.state_dict())  # num_batches_tracked is dropped
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(frozen(x), bn(x))
+    frozen.train()
+    torch.testing.assert_close(frozen(x), bn(x))  # no batch statistics in training
+    assert sorted(n for n, _ in frozen.named_buffers()) == ["bias", "running_mean", "running_var", "weight"]
+    assert not list(frozen.parameters())
+
+
+@pytest.mark.parametrize(
+    ("layers", "trainable", "frozen"),
+    [
+        (0, set(), {"conv1", "layer1", "layer2", "layer3", "layer4"}),
+        (3, {"layer2", "layer3", "layer4"}, {"conv1", "layer1"}),
+        (5, {"conv1", "bn1", "layer1", "layer4"}, set()),
+    ],
+)
+def test_trainable_layers_freeze_early_stages(layers: int, trainable: set, frozen: set) -> None:
+    net = ResNet(18, width=8, frozen_bn=False, trainable_layers=layers)
+    status = {}
+    for name, p in net.named_parameters():
+        status.setdefault(name.split(".")[0], set()).add(p.requires_grad)
+    for stage in trainable:
+        assert status[stage] == {True}, stage
+    for stage in frozen:
+        assert status[stage] == {False}, stage
+    if layers < 5:
+        assert status["bn1"] == {False}
+
+
+def test_resnet_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        ResNet(42)
+    with pytest.raises(ValueError, match="trainable_layers"):
+        ResNet(18, trainable_layers=6)
+    with pytest.raises(ValueError, match="width"):
+        ResNet(18, width=0)
+
+
+# --------------------------------------------------------------------------- FPN
+@pytest.mark.parametrize("p6_from", ["c5", "p5"])
+def test_fpn_levels_and_p6_source(p6_from: str) -> None:
+    fpn = FPN((8, 16, 32), out_channels=4, p6_from=p6_from)
+    c = [torch.randn(1, 8, 16, 12), torch.randn(1, 16, 8, 6), torch.randn(1, 32, 4, 3)]
+    p3, p4, p5, p6, p7 = fpn(c)
+    assert [tuple(p.shape) for p in (p3, p4, p5, p6, p7)] == [
+        (1, 4, 16, 12), (1, 4, 8, 6), (1, 4, 4, 3), (1, 4, 2, 2), (1, 4, 1, 1)
+    ]
+    src = c[2] if p6_from == "c5" else p5
+    torch.testing.assert_close(p6, fpn.p6(src))
+    torch.testing.assert_close(p7, fpn.p7(torch.relu(p6)))
+    # Top-down: P4 sees C5 through nearest up-sampling of the lateral.
+    t5 = fpn.lateral[2](c[2])
+    t4 = fpn.lateral[1](c[1]) + t5.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    torch.testing.assert_close(p4, fpn.output[1](t4))
+
+
+# --------------------------------------------------------------------------- head
+def test_head_output_order_matches_anchor_order() -> None:
+    b, a, k, h, w = 2, 3, 4, 2, 5
+    raw = torch.arange(b * a * k * h * w, dtype=torch.float32).view(b, a * k, h, w)
+    flat = RetinaNetHead._flatten(raw, k)
+    assert flat.shape == (b, h * w * a, k)
+    for bi, y, x, ai, ki in [(0, 0, 0, 0, 0), (1, 1, 3, 2, 1), (0, 1, 4, 1, 3), (1, 0, 2, 2, 0)]:
+        assert flat[bi, (y * w + x) * a + ai, ki] == raw[bi, ai * k + ki, y, x]
+
+
+def test_head_init_and_shared_weights() -> None:
+    torch.manual_seed(0)
+    head = RetinaNetHead(num_classes=5, num_anchors=9, in_channels=16, channels=24, num_convs=4)
+    convs = [m for m in head.cls_subnet if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4 and convs[0].in_channels == 16 and convs[-1].out_channels == 24
+    assert sum(isinstance(m, nn.ReLU) for m in head.box_subnet) == 4
+    assert head.cls_logits.out_channels == 45 and head.bbox_pred.out_channels == 36
+    torch.testing.assert_close(head.cls_logits.bias, torch.full((45,), -math.log(99.0)))
+    assert torch.all(head.bbox_pred.bias == 0) and torch.all(convs[0].bias == 0)
+    assert abs(float(convs[1].weight.detach().std()) - 0.01) < 0.001
+    cls, box = head([torch.randn(1, 16, 4, 4), torch.randn(1, 16, 2, 2)])
+    assert cls.shape == (1, (16 + 4) * 9, 5) and box.shape == (1, 180, 4)
+    # Initial scores are the prior pi = 0.01.
+    assert abs(float(torch.sigmoid(cls).mean()) - 0.01) < 1e-3
+    gn = RetinaNetHead(num_classes=2, num_anchors=9, in_channels=32, use_group_norm=True)
+    assert sum(isinstance(m, nn.GroupNorm) for m in gn.cls_subnet) == 4
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_classes", 0),
+        ("backbone_depth", 152),
+        ("p6_from", "p4"),
+        ("box_loss", "l2"),
+        ("bg_iou_thresh", 0.6),
+        ("score_thresh", 1.5),
+        ("size_divisible", 0),
+        ("loss_normalization", "anchors"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        RetinaNetConfig(**{field: value})
+
+
+def test_config_is_frozen_and_has_paper_defaults() -> None:
+    cfg = RetinaNetConfig()
+    assert (cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.focal_alpha, cfg.focal_gamma) == (0.5, 0.4, 0.25, 2.0)
+    assert (cfg.smooth_l1_beta, cfg.topk_candidates, cfg.nms_thresh, cfg.detections_per_img) == (
+        0.11, 1000, 0.5, 100
+    )
+    assert (cfg.fpn_channels, cfg.head_convs, cfg.size_divisible, cfg.p6_from) == (256, 4, 128, "c5")
+    with pytest.raises(AttributeError):
+        cfg.num_classes = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- training
+def test_one_sgd_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    model = tiny().train()
+    images, targets = fixed_batch()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.0)
+    before = model(images, targets)
+    total = before["classification"] + before["bbox_regression"]
+    assert torch.isfinite(total) and float(before["bbox_regression"]) > 0
+    opt.zero_grad()
+    total.backward()
+    assert model.head.cls_logits.weight.grad is not None
+    assert float(model.head.bbox_pred.weight.grad.abs().sum()) > 0
+    opt.step()
+    after = model(images, targets)
+    assert float(after["classification"] + after["bbox_regression"]) < float(total) - 1e-4
+
+
+def test_images_without_boxes_train() -> None:
+    model = tiny().train()
+    images, _ = fixed_batch()
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)} for _ in images]
+    losses = model(images, empty)
+    assert float(losses["bbox_regression"]) == 0.0
+    # Every anchor is background and the normaliser is 1: the loss is the sum over
+    # all (anchor, class) pairs of (1 - alpha) p^2 (-log(1 - p)) with p ~ pi = 0.01.
+    n_pairs = 2 * model.anchor_generator(model.feature_sizes((128, 128))).shape[0] * 3
+    expected = n_pairs * 0.75 * 0.01**2 * -math.log(0.99)
+    assert float(losses["classification"]) == pytest.approx(expected, rel=0.2)
+    (losses["classification"] + losses["bbox_regression"]).backward()
+    assert torch.isfinite(model.head.cls_logits.bias.grad).all()
+    # Mixed: one image with boxes, one without.
+    _, targets = fixed_batch()
+    mixed = model(images, [targets[0], empty[1]])
+    assert float(mixed["bbox_regression"]) > 0
+
+
+def test_image_normalisation_is_the_mean_of_single_image_losses() -> None:
+    # Frozen BatchNorm: images do not interact, so the per-image ("image")
+    # normalisation must equal the mean of the batch-of-one losses.
+    model = tiny(loss_normalization="image").train()
+    g = torch.Generator().manual_seed(5)
+    images = [torch.rand(3, 128, 128, generator=g) for _ in range(2)]
+    _, targets = fixed_batch()
+    both = model(images, targets)
+    single = [model([im], [t]) for im, t in zip(images, targets)]
+    for key in both:
+        torch.testing.assert_close(both[key], (single[0][key] + single[1][key]) / 2, rtol=1e-5, atol=1e-6)
+    batch = tiny(loss_normalization="batch").train()(images, targets)
+    assert abs(float(batch["classification"]) - float(both["classification"])) > 1e-4
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "l1", "giou"])
+def test_box_loss_options(box_loss: str) -> None:
+    model = tiny(box_loss=box_loss).train()
+    images, targets = fixed_batch()
+    loss = model(images, targets)["bbox_regression"]
+    assert math.isfinite(float(loss)) and float(loss) > 0
+    if box_loss == "giou":
+        assert float(loss) <= 2.0  # GIoU loss of one box is in [0, 2]
+    if box_loss == "smooth_l1":
+        l1 = tiny(box_loss="l1").train()(images, targets)["bbox_regression"]
+        # Smooth L1 (beta = 0.11) is below L1 everywhere.
+        assert float(loss) < float(l1)
+
+
+def test_resize_scales_boxes_and_maps_detections_back() -> None:
+    model = tiny(min_size=64, max_size=80)
+    images = [torch.rand(3, 100, 140), torch.rand(3, 140, 100)]
+    batch, sizes, original, targets = model.preprocess(
+        images, [{"boxes": torch.tensor([[14.0, 10.0, 140.0, 100.0]]), "labels": torch.tensor([0])}] * 2
+    )
+    # scale = min(64 / 100, 80 / 140) = 4 / 7.
+    assert sizes == [(57, 80), (80, 57)] and original == [(100, 140), (140, 100)]
+    assert batch.shape == (2, 3, 128, 128)
+    torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[8.0, 5.7, 80.0, 57.0]]))
+    raise_scores(model)
+    model.eval()
+    out = model(images)
+    assert out[0]["boxes"].shape[0] > 0
+    for det, (h, w) in zip(out, original):
+        assert float(det["boxes"][:, 2].max()) <= w + 1e-3 and float(det["boxes"][:, 3].max()) <= h + 1e-3
+        # Boxes reach beyond the resized size: they were mapped back.
+        assert float(det["boxes"][:, 2:].max()) > 81
+
+
+# --------------------------------------------------------------------------- inference
+def test_eval_outputs_shapes_dtypes_and_limits() -> None:
+    model = tiny(detections_per_img=50)
+    raise_scores(model)
+    model.eval()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 64, 64)]
+    out = model(images)
+    assert len(out) == 2
+    for det, (h, w) in zip(out, [(96, 128), (64, 64)]):
+        n = det["boxes"].shape[0]
+        assert 0 < n <= 50
+        assert det["boxes"].dtype == torch.float32 and det["scores"].dtype == torch.float32
+        assert det["labels"].dtype == torch.int64 and det["labels"].shape == (n,)
+        assert bool((det["labels"] >= 0).all() and (det["labels"] < 3).all())
+        assert bool((det["scores"] > 0.05).all())
+        assert bool((det["scores"][1:] <= det["scores"][:-1]).all())
+        b = det["boxes"]
+        assert bool((b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all())
+        assert bool((b[:, 2] >= b[:, 0]).all())
+    # Without raising the bias, random weights give no score above 0.05.
+    quiet = tiny().eval()
+    assert all(d["boxes"].shape == (0, 4) for d in quiet(images))
+
+
+def _same_detections(a: dict, b: dict) -> None:
+    """Equal up to the order of (nearly) tied scores: match every detection."""
+    assert a["boxes"].shape == b["boxes"].shape
+    close = (
+        ((a["boxes"][:, None] - b["boxes"][None]).abs().amax(-1) < 1e-3)
+        & ((a["scores"][:, None] - b["scores"][None]).abs() < 1e-5)
+        & (a["labels"][:, None] == b["labels"][None])
+    )
+    assert bool(close.any(1).all() and close.any(0).all())
+
+
+def test_batched_and_per_image_inference_agree() -> None:
+    model = tiny(detections_per_img=1000)
+    raise_scores(model, std=1.0)
+    model.eval()
+    g = torch.Generator().manual_seed(7)
+    # Both pad to 128 x 128, alone or together.
+    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 100, 120, generator=g)]
+    together = model(images)
+    stacked = model(torch.stack([images[0], images[0]]))
+    for i, im in enumerate(images):
+        alone = model([im])[0]
+        assert alone["boxes"].shape[0] > 10
+        _same_detections(alone, together[i])
+    _same_detections(stacked[1], together[0])
+    _same_detections(stacked[0], stacked[1])
+
+
+def test_nms_and_detection_cap_are_per_image_and_per_class() -> None:
+    model = tiny(detections_per_img=7, nms_thresh=0.5)
+    raise_scores(model, bias=0.0, std=0.5)
+    model.eval()
+    images = torch.rand(2, 3, 64, 64)
+    out = model(images)
+    assert [d["boxes"].shape[0] for d in out] == [7, 7]
+    from focal_detect.boxes import box_iou
+
+    for det in out:
+        iou = box_iou(det["boxes"], det["boxes"])
+        same = det["labels"][:, None] == det["labels"][None, :]
+        off = ~torch.eye(len(iou), dtype=torch.bool)
+        assert not bool(((iou > 0.5) & same & off).any())
+
+
+# --------------------------------------------------------------------------- input checks
+def _target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        (_target([[0, 0, 10, float("nan")]], [0]), r"targets\[0\]\['boxes'\] must be finite"),
+        (_target([[10, 0, 5, 10]], [0]), r"targets\[0\]\['boxes'\] must have x2 >= x1"),
+        (_target([[0, 0, 10, 10]], [3]), r"targets\[0\]\['labels'\] must be in \[0, 3\)"),
+        (_target([[0, 0, 10, 10]], [-1]), r"targets\[0\]\['labels'\] must be in"),
+        ({"boxes": torch.zeros(2, 5), "labels": torch.zeros(2, dtype=torch.int64)}, r"\['boxes'\] must have shape"),
+        ({"boxes": torch.zeros(2, 4), "labels": torch.zeros(3, dtype=torch.int64)}, r"\['labels'\] must have shape"),
+        ({"boxes": torch.zeros(2, 4)}, "must have key 'labels'"),
+    ],
+)
+def test_bad_targets_raise_value_error_naming_the_argument(target: dict, match: str) -> None:
+    model = tiny().train()
+    with pytest.raises(ValueError, match=match):
+        model([torch.rand(3, 64, 64)], [target])
+
+
+def test_bad_images_and_missing_targets_raise() -> None:
+    model = tiny().train()
+    with pytest.raises(ValueError, match="targets must be given"):
+        model([torch.rand(3, 64, 64)])
+    with pytest.raises(ValueError, match="targets must have one dict per image"):
+        model([torch.rand(3, 64, 64)], [])
+    with pytest.raises(ValueError, match=r"images\[0\] must have shape \(3, H, W\)"):
+        model.eval()([torch.rand(1, 64, 64)])
+    with pytest.raises(TypeError, match="floating-point"):
+        model.eval()([torch.zeros(3, 64, 64, dtype=torch.uint8)])
+
+
+# --------------------------------------------------------------------------- torchvision
+def _golden_model() -> tuple[RetinaNet, dict]:
+    golden = torch.load(GOLDEN, weights_only=True)
+    s = golden["settings"]
+    cfg = RetinaNetConfig.torchvision_v1(
+        num_classes=s["num_classes"],
+        backbone_depth=s["backbone_depth"],
+        backbone_width=s["backbone_width"],
+        fpn_channels=s["fpn_channels"],
+        frozen_bn=False,  # torchvision's weights=None model: trainable BatchNorm
+        trainable_layers=5,
+        min_size=s["min_size"],
+        max_size=s["max_size"],
+        detections_per_img=s["detections_per_img"],
+        topk_candidates=s["topk_candidates"],
+        score_thresh=s["score_thresh"],
+        nms_thresh=s["nms_thresh"],
+    )
+    model = RetinaNet(cfg)
+    load_torchvision_retinanet(model, golden["state_dict"])
+    return model, golden
+
+
+def test_torchvision_golden_detections_and_losses() -> None:
+    # Golden file: tests/data/make_retinanet_golden.py, torchvision 0.29.1 / torch 2.14.1,
+    # RetinaNet on a width-1/8 ResNet-50 FPN (P6 from P5), 3 images (one without boxes).
+    model, golden = _golden_model()
+    model.eval()
+    with torch.no_grad():
+        dets = model([im.clone() for im in golden["images"]])
+    for ours, ref in zip(dets, golden["detections"]):
+        assert ours["boxes"].shape == ref["boxes"].shape and ref["boxes"].shape[0] > 100
+        assert torch.equal(ours["labels"], ref["labels"])
+        torch.testing.assert_close(ours["boxes"], ref["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours["scores"], ref["scores"], atol=1e-4, rtol=0)
+    model.train()
+    losses = model([im.clone() for im in golden["images"]], golden["targets"])
+    for key, ref in golden["losses"].items():
+        torch.testing.assert_close(losses[key].detach(), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_torchvision_loader_rejects_mismatched_models() -> None:
+    golden = torch.load(GOLDEN, weights_only=True)
+    wrong = RetinaNet(RetinaNetConfig.torchvision_v1(num_classes=5, backbone_width=8, fpn_channels=32,
+                                                     frozen_bn=False))
+    with pytest.raises(ValueError, match="shapes must match"):
+        load_torchvision_retinanet(wrong, golden["state_dict"])
+    partial = dict(golden["state_dict"])
+    partial.pop("head.regression_head.bbox_reg.bias")
+    model, _ = _golden_model()
+    with pytest.raises(ValueError, match="missing"):
+        load_torchvision_retinanet(model, partial)
+
+
+# --------------------------------------------------------------------------- compile / export
+@pytest.mark.slow
+def test_compiled_dense_path_matches_eager() -> None:
+    model = tiny()
+    raise_scores(model)
+    model.eval()
+    images = [torch.rand(3, 64, 64)]
+    batch, sizes, original, _ = model.preprocess(images)
+    # Inductor compiles dozens of C++ kernels (minutes on a 2-core CI machine); the
+    # default checks that the whole dense path traces as one graph (Dynamo + AOT
+    # autograd). FOCAL_DETECT_COMPILE_BACKEND=inductor runs the full compiler.
+    backend = os.environ.get("FOCAL_DETECT_COMPILE_BACKEND", "aot_eager")
+    compiled = torch.compile(model.dense, fullgraph=True, dynamic=False, backend=backend)
+    with torch.no_grad():
+        cls_c, box_c = compiled(batch)
+        cls_e, box_e = model.dense(batch)
+    for a, b in zip(cls_c + box_c, cls_e + box_e):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    feats = model.feature_sizes(tuple(batch.shape[-2:]))
+    det_c = model.postprocess(cls_c, box_c, feats, sizes, original)
+    det_e = model(images)
+    assert det_e[0]["boxes"].shape[0] > 0
+    torch.testing.assert_close(det_c[0]["scores"], det_e[0]["scores"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_dense_path_matches_eager() -> None:
+    model = tiny().eval()
+
+    class Dense(nn.Module):
+        def __init__(self, m: RetinaNet) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            return self.m.dense(x)
+
+    x = torch.randn(1, 3, 128, 128)
+    exported = torch.export.export(Dense(model), (x,))
+    got = exported.module()(x)
+    want = model.dense(x)
+    for a, b in zip(got[0] + got[1], want[0] + want[1]):
+        torch.testing.assert_close(a, b)
