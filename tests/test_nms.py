@@ -137,6 +137,18 @@ def test_long_suppression_chain_is_exact(small_blocks):
     assert nms(b, s, 0.1).tolist() == list(range(0, n, 2))
 
 
+def test_long_chain_in_one_block_splits_and_stays_exact(monkeypatch):
+    monkeypatch.setattr(boxes_mod, "_NMS_TRIES", 2)
+    monkeypatch.setattr(boxes_mod, "_NMS_LEAF", 4)
+    n = 101
+    x = torch.arange(n, dtype=torch.float64) * 6
+    b = torch.stack([x, torch.zeros(n), x + 10, torch.ones(n)], 1)
+    s = torch.linspace(1, 0, n, dtype=torch.float64)
+    idxs = torch.arange(n) % 2  # two interleaved classes: no overlaps within a class
+    assert nms(b, s, 0.1).tolist() == list(range(0, n, 2))
+    assert batched_nms(b, s, idxs, 0.1).tolist() == list(range(n))
+
+
 # ---------------------------------------------------------------------- goldens
 
 
@@ -178,7 +190,9 @@ def test_blocked_path_equals_reference_greedy_loop(inp):
     b, s, i, thr = inp
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(boxes_mod, "_NMS_DENSE_ELEMENTS", 0)
-        mp.setattr(boxes_mod, "_NMS_BLOCK", 4)
+        mp.setattr(boxes_mod, "_NMS_BLOCK", 8)  # blocks of 8 columns,
+        mp.setattr(boxes_mod, "_NMS_TRIES", 1)  # split after one step,
+        mp.setattr(boxes_mod, "_NMS_LEAF", 2)  # down to halves of 2
         assert nms(b, s, thr).tolist() == reference_nms(b, s, thr)
         assert batched_nms(b, s, i, thr).tolist() == reference_batched(b, s, i, thr)
 

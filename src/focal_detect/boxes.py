@@ -353,14 +353,7 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
         blk = [p[:ca, s:e] for p in planes]
         sup = _overlaps(blk, blk, thr)
         sup = torch.triu(sup, diagonal=1).to(boxes.dtype)  # S_ij for i < j only
-        alive = alive_all[:ca, s:e]
-        k = alive
-        for _ in range(e - s + 1):
-            hit = torch.bmm(k.to(sup.dtype).unsqueeze(1), sup).squeeze(1) > 0
-            new = alive & ~hit
-            if torch.equal(new, k):
-                break
-            k = new
+        k = _solve_block(sup, alive_all[:ca, s:e])
         keep[:ca, s:e] = k
         if cr and e < L:
             rest = [p[:cr, e:] for p in planes]
@@ -374,6 +367,40 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
 # length used beyond it (bounds memory to C * L * _NMS_BLOCK entries).
 _NMS_DENSE_ELEMENTS = 4_000_000
 _NMS_BLOCK = 256
+# Fixed-point iterations tried on a block before splitting it in two, and the block
+# length at or below which the iteration is simply run to convergence (<= P + 1 steps).
+_NMS_TRIES = 8
+_NMS_LEAF = 32
+
+
+def _solve_block(sup: Tensor, alive: Tensor) -> Tensor:
+    r"""Greedy keep mask ``(C, P)`` from the strictly upper-triangular suppression
+    matrix ``sup`` ``(C, P, P)`` (1 where box ``i < j`` would suppress ``j``) and the
+    boxes still ``alive`` ``(C, P)``.
+
+    Iterates :math:`k \leftarrow a \wedge \neg (k^\top S > 0)` from :math:`k = a`;
+    the iterates alternate between subsets and supersets of the answer and each step
+    decides at least one more box, so it stops at the exact greedy result. Long
+    suppression chains (each box decided only after the previous one) would need
+    ``P`` steps: after ``_NMS_TRIES`` steps the block is split in halves, solved
+    first half first, which bounds the worst case to about ``O(P^2)`` work.
+    """
+    P = alive.shape[1]
+    k = alive
+    tries = P + 1 if P <= _NMS_LEAF else _NMS_TRIES
+    for _ in range(tries):
+        hit = torch.bmm(k.to(sup.dtype).unsqueeze(1), sup).squeeze(1) > 0
+        new = alive & ~hit
+        if torch.equal(new, k):
+            return k
+        k = new
+    if P <= _NMS_LEAF:  # pragma: no cover - P + 1 steps always converge
+        return k
+    h = P // 2
+    k1 = _solve_block(sup[:, :h, :h], alive[:, :h])
+    hit = torch.bmm(k1.to(sup.dtype).unsqueeze(1), sup[:, :h, h:]).squeeze(1) > 0
+    k2 = _solve_block(sup[:, h:, h:], alive[:, h:] & ~hit)
+    return torch.cat((k1, k2), dim=1)
 
 
 def _overlaps(p: list[Tensor], q: list[Tensor], thr: float) -> Tensor:
