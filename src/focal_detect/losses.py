@@ -708,9 +708,10 @@ def _labels_chunked(
     lbuf = None if loss is not None else torch.empty(rows, K, dtype=cd, device=dev)
     partial: list[Tensor] = []
     if n == 0:
+        flat = grad.view(-1) if grad is not None else None
         if loss is not None:
-            return loss.view(inputs.shape), grad
-        return torch.zeros((), dtype=cd, device=dev), grad
+            return loss.view(inputs.shape), flat
+        return torch.zeros((), dtype=cd, device=dev), flat
     for s in range(0, A, rows):
         m = min(rows, A - s)
         x = x_all[s : s + m]
