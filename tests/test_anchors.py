@@ -132,7 +132,7 @@ def _check_levels_identity(gen: AnchorGenerator, fs, dtype: torch.dtype) -> None
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_levels_identity_bit_exact(convention: str, dtype: torch.dtype) -> None:
     gen = AnchorGenerator.from_preset(convention)
     _check_levels_identity(gen, gen.feature_sizes_for((200, 330)), dtype)
@@ -663,3 +663,23 @@ def test_preset_overrides_keep_rules() -> None:
     w, h = _wh(gen.cell_anchors(0))
     assert w[3:6].tolist() == [16.0, 20.0, 24.0]
     assert h[3:6].tolist() == [16.0, 20.0, 24.0]
+
+
+def test_levels_and_cells_follow_device_and_dtype() -> None:
+    gen = AnchorGenerator()
+    fs = [(2, 3)] * 5
+    lv = gen.levels(fs, device=torch.device("cpu"), dtype=torch.float64)[2]
+    assert lv.cell_anchors.dtype == torch.float64 and lv.cell_anchors.device.type == "cpu"
+    assert gen.cell_anchors(2, dtype=torch.float16).dtype == torch.float16
+    # The returned list is a copy: changing it does not touch the cache.
+    parts = gen.grid_anchors(fs)
+    parts.pop()
+    assert len(gen.grid_anchors(fs)) == 5
+
+
+def test_scale_major_override_permutes_the_same_cells() -> None:
+    rm = AnchorGenerator().cell_anchors(1, dtype=torch.float64)
+    sm = AnchorGenerator(order="scale-major").cell_anchors(1, dtype=torch.float64)
+    perm = [i * 3 + j for j in range(3) for i in range(3)]  # (scale j, ratio i) -> ratio-major index
+    assert torch.equal(sm, rm[perm])
+    assert not torch.equal(sm, rm)
