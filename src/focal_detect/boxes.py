@@ -346,18 +346,20 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
     block = L if C * L * L <= _NMS_DENSE_ELEMENTS else _NMS_BLOCK
     keep = torch.zeros(C, L, dtype=torch.bool, device=device)
     alive_all = valid.clone()
+    # 0 strictly above the diagonal (box i < j may suppress j), -inf elsewhere.
+    n_blk = min(block, L)
+    upper = torch.full((n_blk, n_blk), float("-inf"), dtype=boxes.dtype, device=device).tril_()
     for s in range(0, L, block):
         e = min(s + block, L)
         ca = sum(1 for n in counts if n > s)  # groups with boxes in this block (a prefix)
         cr = sum(1 for n in counts if n > e)  # groups with boxes after this block
         blk = [p[:ca, s:e] for p in planes]
-        sup = _overlaps(blk, blk, thr)
-        sup = torch.triu(sup, diagonal=1).to(boxes.dtype)  # S_ij for i < j only
+        sup = _overlaps(blk, blk, thr, upper[: e - s, : e - s])  # S_ij, i < j only
         k = _solve_block(sup, alive_all[:ca, s:e])
         keep[:ca, s:e] = k
         if cr and e < L:
             rest = [p[:cr, e:] for p in planes]
-            over = _overlaps([p[:cr] for p in blk], rest, thr).to(boxes.dtype)
+            over = _overlaps([p[:cr] for p in blk], rest, thr)
             hit = torch.bmm(k[:cr].to(over.dtype).unsqueeze(1), over).squeeze(1) > 0
             alive_all[:cr, e:] &= ~hit
     return keep
@@ -403,10 +405,15 @@ def _solve_block(sup: Tensor, alive: Tensor) -> Tensor:
     return torch.cat((k1, k2), dim=1)
 
 
-def _overlaps(p: list[Tensor], q: list[Tensor], thr: float) -> Tensor:
-    """``IoU > thr`` for planes ``(x1, y1, x2, y2, area)`` of shapes (C, P) x (C, Q),
-    computed as torchvision's NMS kernel: ``inter / (area_i + area_j - inter)`` with
-    unclamped areas (0/0 is NaN, never greater than the threshold)."""
+def _overlaps(p: list[Tensor], q: list[Tensor], thr: float, mask: Tensor | None = None) -> Tensor:
+    """``1.0`` where ``IoU > thr``, else ``0.0``, for planes ``(x1, y1, x2, y2, area)``
+    of shapes (C, P) x (C, Q), in the planes' dtype (ready for ``bmm``).
+
+    The IoU is computed as torchvision's NMS kernel: ``inter / (area_i + area_j -
+    inter)`` with unclamped areas (0/0 is NaN, never greater than the threshold).
+    ``mask`` ``(P, Q)`` is added before the comparison: ``-inf`` entries never
+    suppress, ``0`` entries leave the IoU unchanged.
+    """
     x1a, y1a, x2a, y2a, aa = (t[:, :, None] for t in p)
     x1b, y1b, x2b, y2b, ab = (t[:, None, :] for t in q)
     w = torch.minimum(x2a, x2b)
@@ -415,7 +422,11 @@ def _overlaps(p: list[Tensor], q: list[Tensor], thr: float) -> Tensor:
     h.sub_(torch.maximum(y1a, y1b)).clamp_(min=0)
     inter = w.mul_(h)
     union = torch.add(aa, ab, out=h).sub_(inter)
-    return inter.div_(union) > thr
+    iou = inter.div_(union)
+    if mask is not None:
+        iou.add_(mask)
+    # A floating-point output is much faster here than a bool one followed by a cast.
+    return torch.gt(iou, thr, out=h)
 
 
 def _check_nms_args(fn: str, boxes: object, scores: object, iou_threshold: object) -> float:
