@@ -490,8 +490,11 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     first, as ``torch.sort``); a box is kept unless a previously *kept* box has
     :math:`\mathrm{IoU} > \text{iou\_threshold}` with it. The IoU is computed as
     torchvision's kernel does (unclamped areas; the 0/0 of two zero-area boxes never
-    suppresses), so the result equals ``torchvision.ops.nms`` index for index.
-    Half-precision boxes are processed in ``float32``.
+    suppresses; a ``float32`` IoU is compared with the threshold as a double), so
+    the result equals ``torchvision.ops.nms`` index for index. Half-precision boxes
+    are processed in ``float32``. Boxes are not checked for NaN/inf (that would
+    synchronise the device): a NaN coordinate makes its IoUs NaN, which never
+    suppress.
 
     The greedy recurrence is solved without a Python loop over boxes: boxes are
     processed in blocks and each block's keep mask is the fixed point of
@@ -523,11 +526,17 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     r"""Greedy NMS applied independently to each category ``idxs``.
 
-    Boxes of different categories never suppress each other. Same result as
-    ``torchvision.ops.batched_nms`` (its per-class path; its offset-coordinate path
-    for small inputs shifts boxes, which can change an IoU by one rounding step, so
-    the two torchvision paths themselves can disagree at an exact threshold tie).
-    All categories are processed together in a padded ``(C, L, 4)`` layout, see
+    Boxes of different categories never suppress each other; within a category the
+    result is exactly :func:`nms`. The output lists the kept boxes by decreasing
+    score, equal scores by increasing index. This is ``torchvision.ops.batched_nms``
+    index for index on its small-input path (``boxes.numel() <= 4000`` on CPU), and
+    the same kept set and score sequence on its per-class path, whose final sort is
+    not stable (kept boxes with equal scores may come in another order).
+    Two further torchvision quirks are not reproduced: its small-input path shifts
+    boxes by a per-category offset, which can move an IoU by one rounding step at an
+    exact threshold tie, and with ``iou_threshold < 0`` lets boxes of different
+    categories suppress each other. All categories are processed together in a
+    padded ``(C, L, 4)`` layout (``C`` categories, ``L`` boxes in the largest), see
     :func:`nms`.
 
     Args:
