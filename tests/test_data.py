@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 
 import numpy as np
@@ -59,7 +58,7 @@ def test_each_shape_fills_exactly_its_box(label: int) -> None:
 
 def test_synthetic_statistics_cover_sizes_and_are_imbalanced() -> None:
     sizes, labels = [], []
-    for i in range(150):
+    for i in range(100):
         img, boxes, lab = render_shapes(seed=0, index=i, image_size=128)
         assert img.shape == (128, 128, 3)
         assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 128).all()
@@ -280,13 +279,3 @@ def test_collate_keeps_lists_and_rejects_bad_batches() -> None:
         collate_detection([])
     with pytest.raises(TypeError, match=r"batch\[0\] must be an \(image, target\) pair"):
         collate_detection([torch.zeros(3)])  # type: ignore[list-item]
-
-
-def test_data_package_does_not_import_pillow() -> None:
-    import subprocess
-    import sys
-
-    code = "import focal_detect.data, sys; print('PIL' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.strip()
-    assert out == "False"

@@ -1,0 +1,593 @@
+r"""The ``focal-detect`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export-synthetic``.
+
+Run ``focal-detect COMMAND --help`` for the options of each. ``train`` reads an
+optional TOML or JSON config with three optional tables::
+
+    [data]                      # a COCO-format set (or: synthetic = {num_images = 2000})
+    train_images = "coco/train2017"
+    train_annotations = "coco/annotations/instances_train2017.json"
+    val_images = "coco/val2017"
+    val_annotations = "coco/annotations/instances_val2017.json"
+
+    [model]                     # any RetinaNetConfig field; preset = "paper" | "demo" | "tiny"
+    preset = "paper"
+    backbone_depth = 50
+
+    [train]                     # any TrainConfig field
+    iterations = 90000
+    batch_size = 16
+
+Command-line flags override the file. The script runs unchanged under ``torchrun``
+(one process per device; see the distributed-training tutorial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["DEMO_MODEL", "DEMO_TRAIN", "build_model", "load_config_file", "load_model", "main", "save_model"]
+
+MODEL_FORMAT = "focal-detect-model"
+
+#: Model settings of ``focal-detect demo`` (a CPU configuration; deviations from the
+#: paper are listed by :func:`_demo_deviations`). ``num_classes`` comes from the data.
+DEMO_MODEL: dict[str, Any] = {
+    "backbone_depth": 18,
+    "backbone_width": 16,
+    "frozen_bn": False,
+    "trainable_layers": 5,
+    "fpn_channels": 64,
+    "head_convs": 2,
+    "head_channels": 64,
+    "use_group_norm": True,
+    "anchor_sizes": (16.0, 32.0, 64.0, 128.0, 256.0),
+    "min_size": None,
+    "size_divisible": 128,
+}
+
+#: Training and data settings of ``focal-detect demo``.
+DEMO_TRAIN: dict[str, Any] = {
+    "image_size": 128,
+    "train_images": 20_000,
+    "val_images": 300,
+    "batch_size": 16,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "warmup_iters": 50,
+    "warmup_factor": 0.1,
+    "clip_grad_norm": 10.0,
+    "time_budget_s": 480.0,
+    "max_iterations": 3000,
+}
+
+#: ``--quick``: a smoke test that finishes in seconds with the tiny model (AP is meaningless).
+QUICK: dict[str, Any] = {
+    "image_size": 32,
+    "train_images": 16,
+    "val_images": 4,
+    "batch_size": 4,
+    "iterations": 3,
+}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``.toml`` or ``.json`` config file into a dict.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "c.toml")
+        >>> _ = open(p, "w").write("[train]\\niterations = 5\\n")
+        >>> load_config_file(p)
+        {'train': {'iterations': 5}}
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ModuleNotFoundError:
+                raise ValueError(f"{path}: reading TOML on Python 3.10 needs 'tomli'; use JSON instead") from None
+        with open(path, "rb") as f:
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{path}: invalid TOML ({e})") from None
+    elif path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: invalid JSON ({e})") from None
+    else:
+        raise ValueError(f"config file {path!r} must end in .toml or .json")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a table/object")
+    unknown = sorted(set(data) - {"data", "model", "train"})
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {unknown}; expected 'data', 'model', 'train'")
+    return data
+
+
+def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def build_model(num_classes: int, preset: str = "paper", **overrides: Any) -> torch.nn.Module:
+    """A :class:`~focal_detect.models.RetinaNet` from a preset plus config overrides.
+
+    Args:
+        num_classes: ``K``.
+        preset: ``"paper"`` (``RetinaNetConfig`` defaults), ``"demo"`` (:data:`DEMO_MODEL`)
+            or ``"tiny"`` (``RetinaNetConfig.tiny``).
+        **overrides: Any ``RetinaNetConfig`` field.
+
+    Example:
+        >>> build_model(3, "tiny").config.num_classes
+        3
+    """
+    from focal_detect.models import RetinaNet, RetinaNetConfig
+
+    fields = {f.name for f in dataclasses.fields(RetinaNetConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"build_model: unknown RetinaNetConfig field(s) {unknown}")
+    overrides = _tuples(overrides)
+    if preset == "paper":
+        cfg = RetinaNetConfig(num_classes=num_classes, **overrides)
+    elif preset == "demo":
+        cfg = RetinaNetConfig(num_classes=num_classes, **{**DEMO_MODEL, **overrides})
+    elif preset == "tiny":
+        cfg = RetinaNetConfig.tiny(num_classes=num_classes, **overrides)
+    else:
+        raise ValueError(f"build_model: preset must be one of 'paper', 'demo', 'tiny', got {preset!r}")
+    return RetinaNet(cfg)
+
+
+def save_model(
+    model: torch.nn.Module,
+    path: str | os.PathLike[str],
+    class_names: Sequence[str],
+    category_ids: Sequence[int],
+) -> None:
+    """Save weights, config and class metadata for ``evaluate``/``predict`` (atomically).
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> save_model(build_model(2, "tiny"), p, ["a", "b"], [1, 2])
+        >>> load_model(p)[1]
+        {'class_names': ['a', 'b'], 'category_ids': [1, 2]}
+    """
+    from focal_detect.engine import save_checkpoint
+
+    save_checkpoint(
+        {
+            "format": MODEL_FORMAT,
+            "model": model.state_dict(),
+            "model_config": dataclasses.asdict(model.config),  # type: ignore[arg-type]
+            "class_names": list(class_names),
+            "category_ids": [int(c) for c in category_ids],
+        },
+        path,
+    )
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model saved by :func:`save_model` or a training checkpoint.
+
+    Returns:
+        ``(model in eval mode, {"class_names", "category_ids"})``.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> save_model(build_model(2, "tiny"), p, ["a", "b"], [1, 2])
+        >>> load_model(p)[0].training
+        False
+    """
+    from focal_detect.engine import load_checkpoint
+    from focal_detect.models import RetinaNet, RetinaNetConfig
+
+    ckpt = load_checkpoint(path, map_location=device)
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise ValueError(f"load_model: {os.fspath(path)!r} holds no model weights and config")
+    model = RetinaNet(RetinaNetConfig(**_tuples(ckpt["model_config"])))
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    k = model.config.num_classes
+    meta = {
+        "class_names": list(ckpt.get("class_names", [str(i) for i in range(k)])),
+        "category_ids": list(ckpt.get("category_ids", list(range(1, k + 1)))),
+    }
+    return model, meta
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend=backend)
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _cmd_export_synthetic(args: argparse.Namespace) -> int:
+    from focal_detect.data import SyntheticShapes, export_coco
+
+    ds = SyntheticShapes(num_images=args.num_images, image_size=args.image_size, seed=args.seed)
+    path = export_coco(ds, args.output_dir)
+    print(f"wrote {args.num_images} images to {os.path.join(args.output_dir, 'images')} and {path}")
+    return 0
+
+
+def _datasets(data: Mapping[str, Any]):  # type: ignore[no-untyped-def]
+    from focal_detect.data import CocoDetection, SyntheticShapes
+
+    if "synthetic" in data:
+        syn = dict(data["synthetic"])
+        n_val = int(syn.pop("val_images", 200))
+        seed = int(syn.pop("seed", 0))
+        train_ds = SyntheticShapes(seed=seed, **syn)
+        val_ds = SyntheticShapes(seed=seed + 1_000_003, **{**syn, "num_images": n_val})
+        return train_ds, val_ds
+    for key in ("train_images", "train_annotations"):
+        if key not in data:
+            raise SystemExit(f"focal-detect train: data.{key} (or --{key.replace('_', '-')}) is required")
+    train_ds = CocoDetection(data["train_images"], data["train_annotations"])
+    val_ds = None
+    if data.get("val_images") and data.get("val_annotations"):
+        val_ds = CocoDetection(data["val_images"], data["val_annotations"])
+    return train_ds, val_ds
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from focal_detect.engine import TrainConfig, train
+    from focal_detect.evaluation import evaluate_coco, format_metrics
+
+    _set_threads(args.threads)
+    cfg = load_config_file(args.config) if args.config else {}
+    data = dict(cfg.get("data", {}))
+    for key in ("train_images", "train_annotations", "val_images", "val_annotations"):
+        if getattr(args, key):
+            data[key] = getattr(args, key)
+    if args.synthetic:
+        data["synthetic"] = {"num_images": args.synthetic, "image_size": args.image_size}
+    model_cfg = dict(cfg.get("model", {}))
+    preset = model_cfg.pop("preset", args.preset or "paper")
+    if args.preset:
+        preset = args.preset
+    train_cfg = dict(cfg.get("train", {}))
+    for key in ("iterations", "batch_size", "lr", "optimizer", "clip_grad_norm", "num_workers",
+                "checkpoint_every", "log_every", "output_dir", "device", "seed"):
+        if getattr(args, key) is not None:
+            train_cfg[key] = getattr(args, key)
+    for flag in ("amp", "resume"):
+        if getattr(args, flag):
+            train_cfg[flag] = True
+    if args.no_progress:
+        train_cfg["progress"] = False
+    config = TrainConfig.from_dict(train_cfg)
+
+    rank, world = _init_distributed()
+    train_ds, val_ds = _datasets(data)
+    model = build_model(train_ds.num_classes, preset, **model_cfg)
+    if world > 1 and not model.config.distributed:
+        # The foreground count must be all-reduced for DDP to reproduce the global loss.
+        model = build_model(train_ds.num_classes, preset, **{**model_cfg, "distributed": True})
+    if rank == 0:
+        print(f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
+              f"global batch {config.batch_size * world}, lr {config.global_lr(world):g}")
+    result = train(model, train_ds, config)
+    if rank == 0:
+        final = os.path.join(config.output_dir, "model_final.pt")
+        save_model(model, final, train_ds.class_names, train_ds.category_ids)
+        print(f"{result.step} steps in {result.seconds:.0f} s; model: {final}")
+        if val_ds is not None:
+            metrics = evaluate_coco(model, val_ds, batch_size=config.batch_size)
+            print(format_metrics(metrics))
+            _write_json(os.path.join(config.output_dir, "eval_metrics.json"), metrics)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from focal_detect.data import CocoDetection
+    from focal_detect.evaluation import COCO_METRICS, evaluate_coco, format_metrics
+
+    _set_threads(args.threads)
+    model, meta = load_model(args.checkpoint, device=args.device)
+    ds = CocoDetection(args.images, args.annotations)
+    if list(ds.category_ids) != list(meta["category_ids"]):
+        raise SystemExit(
+            f"focal-detect evaluate: the model's category ids {meta['category_ids']} differ from "
+            f"{args.annotations}'s {ds.category_ids}"
+        )
+    metrics = evaluate_coco(model, ds, batch_size=args.batch_size)
+    print(format_metrics(metrics, COCO_METRICS))
+    if args.output:
+        _write_json(args.output, metrics)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from focal_detect.data import load_image
+    from focal_detect.evaluation import draw_detections
+
+    _set_threads(args.threads)
+    model, meta = load_model(args.checkpoint, device=args.device)
+    os.makedirs(args.output_dir, exist_ok=True)
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise SystemExit(f"focal-detect predict: image {path!r} does not exist")
+    for path in args.images:
+        image = load_image(path)
+        with torch.no_grad():
+            det = model([image.to(args.device)])[0]
+        keep = det["scores"] >= args.score_threshold
+        pil = draw_detections(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep],
+                              meta["class_names"], score_threshold=args.score_threshold, scale=args.scale)
+        out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + "_detections.png")
+        pil.save(out)
+        print(f"{path}: {int(keep.sum())} detection(s) -> {out}")
+    return 0
+
+
+def _demo_deviations(model_cfg: Mapping[str, Any], train_cfg: Mapping[str, Any], image_size: int) -> list[str]:
+    return [
+        f"images {image_size}x{image_size} px, no resizing (paper: short side 600-800 px)",
+        f"ResNet-{model_cfg['backbone_depth']} of width {model_cfg['backbone_width']} trained from scratch "
+        "with trainable BatchNorm (paper: ImageNet-pretrained ResNet-50/101 with frozen BN)",
+        f"FPN/heads with {model_cfg['fpn_channels']}/{model_cfg['head_channels']} channels, "
+        f"{model_cfg['head_convs']} convs per subnet"
+        + (", GroupNorm in the heads" if model_cfg.get("use_group_norm") else "")
+        + " (paper: 256 channels, 4 convs, no norm)",
+        f"anchor base sizes {tuple(int(s) for s in model_cfg['anchor_sizes'])} on P3-P7 "
+        "(paper: 32-512, matched to COCO object sizes)",
+        f"{train_cfg['optimizer']} lr {train_cfg['lr']:g}, {train_cfg['schedule']} decay, gradient clipping "
+        f"{train_cfg['clip_grad_norm']:g}, batch {train_cfg['batch_size']}, a few thousand steps at most "
+        "(paper: SGD lr 0.01, step decay, batch 16, 90k steps)",
+    ]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from focal_detect.data import SyntheticShapes
+    from focal_detect.engine import TrainConfig, plot_history, train
+    from focal_detect.evaluation import COCO_METRICS, evaluate_coco, format_metrics, predict_dataset
+
+    t0 = time.perf_counter()
+    _set_threads(args.threads)
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    settings = {**DEMO_TRAIN, **(QUICK if args.quick else {})}
+    size = settings["image_size"]
+    train_ds = SyntheticShapes(num_images=settings["train_images"], image_size=size, seed=args.seed)
+    # Held out: another seed, so no training image is ever seen at evaluation.
+    val_ds = SyntheticShapes(num_images=settings["val_images"], image_size=size, seed=args.seed + 1_000_003)
+    if args.quick:
+        model = build_model(train_ds.num_classes, "tiny", size_divisible=32)
+        print("focal-detect demo --quick: a seconds-long smoke test with a tiny model; its AP means nothing")
+    else:
+        model = build_model(train_ds.num_classes, "demo")
+    print(f"focal-detect demo: a small CPU configuration of RetinaNet ({torch.get_num_threads()} threads)")
+    print("Deviations from the paper, to train in minutes on a CPU:")
+    for d in _demo_deviations(DEMO_MODEL, settings, size):
+        print(f"  - {d}")
+    print(f"Data: synthetic shapes {train_ds.class_names}, {len(train_ds)} training images "
+          f"(seed {args.seed}), {len(val_ds)} held-out images (seed {args.seed + 1_000_003})")
+
+    if args.iterations:
+        iterations = args.iterations
+    elif args.quick:
+        iterations = settings["iterations"]
+    else:
+        iterations = _calibrate_iterations(model, train_ds, settings, args.time_budget or settings["time_budget_s"])
+    config = TrainConfig(
+        iterations=iterations,
+        batch_size=settings["batch_size"],
+        lr=settings["lr"] if not args.quick else 1e-3,
+        optimizer=settings["optimizer"],
+        weight_decay=settings["weight_decay"],
+        schedule=settings["schedule"],
+        warmup_iters=min(settings["warmup_iters"], iterations // 4),
+        warmup_factor=settings["warmup_factor"],
+        clip_grad_norm=settings["clip_grad_norm"],
+        log_every=max(1, min(20, iterations // 10)),
+        checkpoint_every=0,
+        output_dir=os.path.join(out, "train"),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(f"Training {iterations} steps of batch {config.batch_size} ...")
+    result = train(model, train_ds, config)
+    save_model(model, os.path.join(out, "model.pt"), train_ds.class_names, train_ds.category_ids)
+    t_train = result.seconds
+    print(f"trained {result.step} steps in {t_train:.0f} s "
+          f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)")
+
+    metrics = evaluate_coco(model, val_ds, batch_size=16)
+    print(f"\nCOCO box AP on the {len(val_ds)} held-out images:")
+    print(format_metrics(metrics, COCO_METRICS[:6]))
+    _write_json(os.path.join(out, "metrics.json"), {**metrics, "train_steps": result.step, "train_seconds": t_train})
+    plot_history(result.history, os.path.join(out, "loss_curve.png"))
+    _detections_grid(model, val_ds, os.path.join(out, "detections.png"), predict_dataset)
+    total = time.perf_counter() - t0
+    print(f"\nwrote {out}/detections.png, {out}/loss_curve.png, {out}/metrics.json, {out}/model.pt")
+    print(f"total wall time {total:.0f} s")
+    return 0
+
+
+def _calibrate_iterations(model: torch.nn.Module, dataset: Any, settings: Mapping[str, Any], budget_s: float) -> int:
+    """Time a few training steps (on a copy) and fit the iteration count to the budget."""
+    import copy
+
+    from focal_detect.data import collate_detection
+
+    probe = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+    images, targets = collate_detection([dataset[i] for i in range(settings["batch_size"])])
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        loss = sum(probe(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    per_step = sorted(times[1:])[len(times[1:]) // 2] * 1.08  # + data and logging overhead
+    n = int(min(settings["max_iterations"], max(50, budget_s / per_step)))
+    print(f"Calibration: {per_step:.3f} s/step on this machine -> {n} steps to fit a {budget_s:.0f} s training budget")
+    return n
+
+
+def _detections_grid(model: torch.nn.Module, dataset: Any, path: str, predict_dataset: Any, n: int = 8) -> None:
+    from PIL import Image
+
+    from focal_detect.evaluation import draw_detections
+
+    subset = [dataset[i] for i in range(min(n, len(dataset)))]
+    dets = predict_dataset(model, subset, batch_size=len(subset))
+    scale = max(1, 256 // dataset.image_size)
+    tiles = [
+        draw_detections(img, d["boxes"], d["labels"], d["scores"], dataset.class_names, 0.3, scale)
+        for (img, _), d in zip(subset, dets)
+    ]
+    cols = min(4, len(tiles))
+    rows = (len(tiles) + cols - 1) // cols
+    w, h = tiles[0].size
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i, t in enumerate(tiles):
+        grid.paste(t, ((i % cols) * w, (i // cols) * h))
+    grid.save(path)
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="focal-detect", description="RetinaNet / focal loss: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train a small CPU RetinaNet on synthetic shapes and print COCO AP")
+    d.add_argument("--output-dir", default="demo_output")
+    d.add_argument("--quick", action="store_true", help="a seconds-long smoke test (meaningless AP)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)")
+    d.add_argument("--time-budget", type=float, default=None, help="training seconds to fit (default 480)")
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train RetinaNet on a COCO-format or synthetic set (torchrun-ready)")
+    t.add_argument("--config", help="TOML or JSON file with [data], [model], [train] tables")
+    t.add_argument("--train-images")
+    t.add_argument("--train-annotations")
+    t.add_argument("--val-images")
+    t.add_argument("--val-annotations")
+    t.add_argument("--synthetic", type=int, default=None, metavar="N", help="train on N synthetic images instead")
+    t.add_argument("--image-size", type=int, default=128, help="synthetic image size")
+    t.add_argument("--preset", choices=("paper", "demo", "tiny"), default=None)
+    t.add_argument("--iterations", type=int)
+    t.add_argument("--batch-size", type=int, help="images per step per process")
+    t.add_argument("--lr", type=float, help="default 0.01 x global batch / 16")
+    t.add_argument("--optimizer", choices=("sgd", "adamw", "adam"))
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    t.add_argument("--clip-grad-norm", type=float)
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--output-dir")
+    t.add_argument("--device")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="COCO AP of a trained model on a COCO-format set")
+    e.add_argument("--checkpoint", required=True, help="model.pt / model_final.pt / checkpoint_last.pt")
+    e.add_argument("--images", required=True)
+    e.add_argument("--annotations", required=True)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--output", help="also write the metrics to this JSON file")
+    e.add_argument("--threads", type=int, default=None)
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("predict", help="draw a model's detections on images")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--output-dir", default="predictions")
+    r.add_argument("--score-threshold", type=float, default=0.3)
+    r.add_argument("--scale", type=int, default=1, help="upscale the drawn images by this factor")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, default=None)
+    r.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser("export-synthetic", help="write the synthetic set as COCO JSON + PNG images")
+    x.add_argument("output_dir")
+    x.add_argument("--num-images", type=int, default=500)
+    x.add_argument("--image-size", type=int, default=128)
+    x.add_argument("--seed", type=int, default=0)
+    x.set_defaults(func=_cmd_export_synthetic)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``focal-detect`` command.
+
+    Example:
+        >>> import tempfile
+        >>> main(["export-synthetic", tempfile.mkdtemp(), "--num-images", "2", "--image-size", "32"])  # doctest: +ELLIPSIS
+        wrote 2 images to ...
+        0
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("FOCAL_DETECT_DEBUG"):
+            raise
+        print(f"focal-detect {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
