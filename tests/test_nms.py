@@ -107,6 +107,13 @@ def test_zero_area_boxes_never_suppress_each_other():
     assert nms(p, s, 0.0).tolist() == [4, 3, 2, 1, 0]  # 0/0 is NaN, never > threshold
 
 
+def test_boxes_requiring_grad_are_accepted():
+    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0]], requires_grad=True)
+    s = torch.tensor([0.5, 0.9], requires_grad=True)
+    assert nms(b, s, 0.5).tolist() == [1]
+    assert batched_nms(b, s, torch.tensor([0, 1]), 0.5).tolist() == [1, 0]
+
+
 def test_empty_input_returns_empty_int64():
     for out in (nms(torch.zeros(0, 4), torch.zeros(0), 0.5),
                 batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)):

@@ -446,7 +446,10 @@ def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: f
     device = boxes.device
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=device)
-    work = boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.float()
+    # NMS is not differentiable: work on detached boxes (in-place and out= ops below).
+    work = boxes.detach()
+    if work.dtype not in (torch.float32, torch.float64):
+        work = work.float()
     thr_t = _float32_threshold(thr, work.dtype)
     # Stable descending sort: ties keep index order, NaN scores come first (as
     # torch.sort and torchvision's kernel).
