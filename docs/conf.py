@@ -170,6 +170,73 @@ def _keep_colon_in_data_docs(app, what, name, obj, options, lines) -> None:  # n
         lines[0:0] = ["..", ""]
 
 
+# -- Re-exported names ---------------------------------------------------------------
+# Names are documented once, where users import them from (``focal_detect.data``,
+# ``focal_detect.models``); docstrings may refer to the same object through another
+# path (``focal_detect.models.retinanet.RetinaNetConfig``, ``AnchorGenerator`` imported
+# into a module). When a Python reference is not found, resolve its target by import
+# and, if that object is documented under some name, link there. Targets that do not
+# import, or objects documented nowhere, stay broken and fail the -W build.
+
+
+def _lookup(path: str) -> object | None:
+    """The object at a dotted path (module part imported, the rest read statically)."""
+    import importlib
+    import inspect
+
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except Exception:  # noqa: BLE001 (any import failure means "not this prefix")
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = inspect.getattr_static(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _documented_by_object(env) -> dict[tuple[str, int], str]:  # noqa: ANN001
+    cache = getattr(env, "_focal_detect_documented", None)
+    if cache is None:
+        cache = {}
+        for name in env.get_domain("py").objects:
+            if name.startswith("focal_detect"):
+                obj = _lookup(name)
+                if obj is not None:
+                    cache.setdefault((name.rsplit(".", 1)[-1], id(obj)), name)
+        env._focal_detect_documented = cache
+    return cache
+
+
+def _resolve_reexport(app, env, node, contnode):  # noqa: ANN001, ANN201
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "").lstrip("~.")
+    module = node.get("py:module") or ""
+    cls = node.get("py:class") or ""
+    bases = [f"{module}.{cls}"] if cls else []
+    owner = _lookup(f"{module}.{cls}") if cls else None
+    home = getattr(owner, "__module__", None)  # where a re-exported class is defined
+    bases += [module] + ([f"{home}.{cls}", home] if home and home != module else []) + [""]
+    documented = _documented_by_object(env)
+    for base in bases:
+        path = f"{base}.{target}" if base else target
+        obj = _lookup(path)
+        if obj is None:
+            continue
+        name = documented.get((target.rsplit(".", 1)[-1], id(obj)))
+        if name is not None:
+            return env.get_domain("py").resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], name, node, contnode
+            )
+    return None
+
+
 def setup(app) -> None:  # noqa: ANN001 (Sphinx app)
     app.connect("builder-inited", _ensure_figure1)
     app.connect("autodoc-process-docstring", _keep_colon_in_data_docs, priority=100)
+    app.connect("missing-reference", _resolve_reexport)
