@@ -556,12 +556,12 @@ def assign_anchors(
     img_of_gt = torch.repeat_interleave(torch.arange(bsz, device=device), counts_t, output_size=g)
     ctx = _Batch(anc, gt, img_of_gt, offsets, counts, max_memory_bytes)
 
-    if rows is not None and g:
+    grid = None
+    if rows is not None and g and low > 0.0:
         grid = _Grid(anc, rows, fn)
-        matched = _match_windowed(ctx, grid, high, low, lq, mode, guard)
-    else:
-        grid = None
-        matched = _match_chunked(ctx, high, low, lq, mode, guard)
+        keys, codes = _match_windowed(ctx, grid, high, low, lq, mode, guard)
+    else:  # no layout, no boxes, or low_threshold 0 (every anchor of an image is decided)
+        keys, codes = _compact(_match_chunked(ctx, high, low, lq, mode, guard))
 
     if crowd_cat is not None:
         c_counts_t = torch.tensor(crowd_counts, dtype=torch.int64, device=device)
@@ -572,10 +572,21 @@ def assign_anchors(
             grid = grid or _Grid(anc, rows, fn)
             covered = _crowd_windowed(ctx, grid, crowd_cat, img_of_crowd, crowd_thr)
         else:
-            covered = _crowd_chunked(ctx, crowd_cat, crowd_counts, crowd_thr)
-        matched = torch.where(covered & (matched == BACKGROUND), IGNORE, matched)
+            covered = _crowd_chunked(ctx, crowd_cat, crowd_counts, crowd_thr).view(-1)
+            covered = covered.nonzero().flatten()
+        # only background anchors change: drop those already foreground or ignored
+        covered = covered[~torch.isin(covered, keys)]
+        keys = torch.cat((keys, covered))
+        codes = torch.cat((codes, torch.full_like(covered, IGNORE)))
 
-    return _finish(ctx, matched, lab_cat, box_coder)
+    return _finish(ctx, keys, codes, lab_cat, box_coder)
+
+
+def _compact(matched: Tensor) -> tuple[Tensor, Tensor]:
+    """Flat keys ``b * N + n`` and codes of the anchors that are not ``BACKGROUND``."""
+    flat = matched.reshape(-1)
+    keys = (flat != BACKGROUND).nonzero().flatten()
+    return keys, flat[keys]
 
 
 def _check_values(
@@ -851,8 +862,9 @@ class _Grid:
 
 def _match_windowed(
     ctx: _Batch, grid: _Grid, high: float, low: float, lq: bool, mode: str, guard: float | None
-) -> Tensor:
-    """Exact matching from the (box, anchor) pairs that can decide it."""
+) -> tuple[Tensor, Tensor]:
+    """Exact matching from the (box, anchor) pairs that can decide it; returns the flat
+    keys ``b * N + n`` and global codes of the anchors that are not ``BACKGROUND``."""
     anc, gt, n, b = ctx.anc, ctx.gt, ctx.n, ctx.b
     dev = ctx.device
     gw = gt[:, 2] - gt[:, 0]
@@ -886,96 +898,107 @@ def _match_windowed(
         key = torch.zeros(0, dtype=torch.int64, device=dev)
         row = torch.zeros(0, dtype=torch.int64, device=dev)
         iou = gt.new_zeros(0)
-    has_gt = torch.tensor([c > 0 for c in ctx.counts], device=dev)
-    # Per-anchor best IoU (0 where no pair was kept; -1 for images without boxes).
-    vmax = torch.zeros((b, n), dtype=gt.dtype, device=dev)
-    vmax.masked_fill_(~has_gt[:, None], -1.0)
-    vmax = vmax.view(-1).scatter_reduce_(0, key, iou, "amax")
-    win = iou == vmax[key]
-    arg = torch.full((b * n,), ctx.g, dtype=torch.int64, device=dev)
-    arg.scatter_reduce_(0, key[win], row[win], "amin")
-    matched = torch.full((b * n,), BACKGROUND, dtype=torch.int64, device=dev)
-    matched[key] = _thresholds(vmax[key], arg[key], high, low)
-    if low == 0.0:
-        # anchors without a kept pair in an image with boxes have best IoU exactly 0
-        zero = (vmax == 0).view(b, n) & has_gt[:, None]
-        first = ctx.offsets[:, None].expand(b, n)
-        fill = first if high == 0.0 else torch.full_like(first, IGNORE)
-        matched = torch.where(zero.view(-1), fill.reshape(-1), matched)
-    matched = matched.view(b, n)
+    # Per-anchor best IoU and arg-max over the kept pairs, on the distinct anchors only.
+    # An anchor without a kept pair has best IoU < low_threshold: BACKGROUND.
+    ukey, inv = torch.unique(key, return_inverse=True)
+    vmax = iou.new_zeros(ukey.numel()).scatter_reduce_(0, inv, iou, "amax")
+    win = iou == vmax[inv]
+    arg = torch.full_like(ukey, ctx.g).scatter_reduce_(0, inv[win], row[win], "amin")
+    codes = _thresholds(vmax, arg, high, low)
     if not lq:
-        return matched
+        return _drop_background(ukey, codes)
 
     highest = gt.new_zeros(ctx.g).scatter_reduce_(0, row, iou, "amax")
     ok = torch.ones_like(highest, dtype=torch.bool) if guard is None else highest > guard
     claim = (iou == highest[row]) & ok[row]
-    ckey, crow = key[claim], row[claim]
-    # Boxes with no positive IoU anywhere (only when the guard is off): every anchor of
-    # their image ties at 0 and is claimed.
-    nothing = (highest == 0) & ok
-    zero_img = torch.zeros(b, dtype=torch.bool, device=dev)
-    zero_img[ctx.img_of_gt[nothing]] = True
-    any_zero = guard is None and bool(nothing.any())
     if mode == "torchvision":
-        ckey = torch.unique(ckey)
-        flat = matched.view(-1)
-        if ckey.numel():
-            flat[ckey] = ctx.dense_argmax(ckey)
-        if any_zero:
-            imgs = zero_img.nonzero().flatten()
-            all_keys = (imgs[:, None] * n + torch.arange(n, device=dev)[None]).flatten()
-            flat[all_keys] = ctx.dense_argmax(all_keys)
-        return matched
-    last = torch.full((b * n,), -1, dtype=torch.int64, device=dev)
-    last.scatter_reduce_(0, ckey, crow, "amax")
-    last = last.view(b, n)
-    if any_zero:
-        zlast = torch.full((b,), -1, dtype=torch.int64, device=dev)
-        zidx = nothing.nonzero().flatten()
-        zlast.scatter_reduce_(0, ctx.img_of_gt[zidx], zidx, "amax")
-        last = torch.maximum(last, zlast[:, None])
-    return torch.where(last >= 0, last, matched)
+        claimed = torch.zeros_like(ukey, dtype=torch.bool)
+        claimed[inv[claim]] = True
+        cidx = claimed.nonzero().flatten()
+        codes[cidx] = ctx.dense_argmax(ukey[cidx])
+    else:
+        last = torch.full_like(ukey, -1).scatter_reduce_(0, inv[claim], row[claim], "amax")
+        codes = torch.where(last >= 0, last, codes)
+    keys, codes = _drop_background(ukey, codes)
+    # A box with no positive IoU anywhere (possible only with the guard off) ties at 0
+    # with every anchor of its image, so the whole image is claimed: match it densely.
+    nothing = (highest == 0) & ok
+    if guard is None and bool(nothing.any()):
+        zero_img = torch.zeros(b, dtype=torch.bool, device=dev)
+        zero_img[ctx.img_of_gt[nothing]] = True
+        zimgs = zero_img.nonzero().flatten()
+        sel = zero_img[ctx.img_of_gt]
+        sub_counts = [c for c, z in zip(ctx.counts, zero_img.tolist()) if z]
+        sub_off = torch.cumsum(torch.tensor(sub_counts, device=dev), 0) - torch.tensor(sub_counts, device=dev)
+        sub_img = torch.repeat_interleave(
+            torch.arange(len(sub_counts), device=dev), torch.tensor(sub_counts, device=dev),
+            output_size=int(sel.sum()),
+        )
+        sub = _Batch(anc, gt[sel], sub_img, sub_off, sub_counts, ctx.budget)
+        sub_keys, sub_codes = _compact(_match_chunked(sub, high, low, lq, mode, guard))
+        sub_b = torch.div(sub_keys, n, rounding_mode="floor")
+        sub_codes = torch.where(
+            sub_codes >= 0, sub_codes - sub_off[sub_b] + ctx.offsets[zimgs[sub_b]], sub_codes
+        )
+        sub_keys = sub_keys + (zimgs[sub_b] - sub_b) * n
+        rest = ~zero_img[torch.div(keys, n, rounding_mode="floor")]
+        keys = torch.cat((keys[rest], sub_keys))
+        codes = torch.cat((codes[rest], sub_codes))
+    return keys, codes
+
+
+def _drop_background(keys: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+    keep = codes != BACKGROUND
+    return keys[keep], codes[keep]
 
 
 def _crowd_windowed(
     ctx: _Batch, grid: _Grid, crowd: Tensor, img_of_crowd: Tensor, thr: float
 ) -> Tensor:
+    """Distinct flat keys of the anchors with IoA >= ``thr`` with a crowd box."""
     anc, n = ctx.anc, ctx.n
     base = grid.base
     area_a = ((base[:, 2] - base[:, 0]) * (base[:, 3] - base[:, 1]))[None]
     need = (thr * (1.0 - _THRESHOLD_SLACK)) * area_a.expand(crowd.shape[0], -1)
     x_lo, y_lo, nx, ny = grid.windows(crowd, need)
-    out = torch.zeros(ctx.b * n, dtype=torch.bool, device=ctx.device)
+    hits = [torch.zeros(0, dtype=torch.int64, device=ctx.device)]
     budget_pairs = max(1, ctx.budget // _SPARSE_BYTES_PER_PAIR)
     for row, idx in grid.candidates(x_lo, y_lo, nx, ny, budget_pairs):
         hit = _ioa_pairs(anc[idx], crowd[row]) >= thr
-        out[img_of_crowd[row[hit]] * n + idx[hit]] = True
-    return out.view(ctx.b, n)
+        hits.append(img_of_crowd[row[hit]] * n + idx[hit])
+    return torch.unique(torch.cat(hits))
 
 
 # ------------------------------------------------------------------------ outputs
 
 
-def _finish(ctx: _Batch, matched: Tensor, lab_cat: Tensor, box_coder: Any | None) -> AnchorAssignment:
+def _finish(
+    ctx: _Batch, keys: Tensor, codes: Tensor, lab_cat: Tensor, box_coder: Any | None
+) -> AnchorAssignment:
+    """Write the outputs from the non-background anchors (flat keys, global codes)."""
     b, n = ctx.b, ctx.n
     if box_coder is None:
         from focal_detect.coding import BoxCoder
 
         box_coder = BoxCoder()
-    fg = matched >= 0
-    flat = matched.view(-1)
-    idx = fg.view(-1).nonzero().flatten()
-    gidx = flat[idx]
-    img = torch.div(idx, n, rounding_mode="floor")
-    labels = flat.clone()
-    labels[idx] = lab_cat[gidx]
-    local = flat.clone()
-    local[idx] = gidx - ctx.offsets[img]
+    dev = ctx.device
+    fgm = codes >= 0
+    img = torch.div(keys, n, rounding_mode="floor")
+    gidx = codes.clamp(min=0)
+    matched = torch.full((b * n,), BACKGROUND, dtype=torch.int64, device=dev)
+    matched[keys] = torch.where(fgm, codes - ctx.offsets[img], codes)
+    labels = torch.full((b * n,), BACKGROUND, dtype=torch.int64, device=dev)
+    labels[keys] = torch.where(fgm, lab_cat[gidx] if ctx.g else codes, codes)
+    fkeys = keys[fgm]
+    foreground = torch.zeros(b * n, dtype=torch.bool, device=dev)
+    foreground[fkeys] = True
     targets = ctx.anc.new_zeros((b * n, 4))
-    if idx.numel():
-        enc = box_coder.encode(ctx.gt[gidx], ctx.anc[idx - img * n])
-        targets[idx] = enc.to(targets.dtype)
-    return AnchorAssignment(labels.view(b, n), targets.view(b, n, 4), fg, local.view(b, n))
+    if fkeys.numel():
+        enc = box_coder.encode(ctx.gt[codes[fgm]], ctx.anc[fkeys - img[fgm] * n])
+        targets[fkeys] = enc.to(targets.dtype)
+    return AnchorAssignment(
+        labels.view(b, n), targets.view(b, n, 4), foreground.view(b, n), matched.view(b, n)
+    )
 
 
 class AnchorAssigner:
