@@ -199,6 +199,36 @@ def test_torchvision_tutorial_loss_matches_golden() -> None:
     assert (a.labels == -2).sum(1).tolist() == golden["torchvision_num_ignored"]
 
 
+def test_coco_tutorial_config_builds_the_configs_it_claims() -> None:
+    from focal_detect.cli import load_config_file
+    from focal_detect.engine import TrainConfig
+    from focal_detect.models import RetinaNetConfig
+
+    cfg = load_config_file(DOCS / "tutorials" / "retinanet.toml")
+    assert set(cfg) == {"data", "model", "train"}
+    train = TrainConfig.from_dict(cfg["train"])
+    assert (train.iterations, train.batch_size, train.amp) == (90_000, 16, True)
+    model = dict(cfg["model"])
+    assert model.pop("preset") == "paper"
+    assert RetinaNetConfig(num_classes=5, **model).min_size == 600
+
+
+def test_coco_tutorial_bad_boxes_are_skipped_with_one_warning(tmp_path) -> None:
+    pytest.importorskip("PIL")
+    from focal_detect.data import CocoDetection, SyntheticShapes, export_coco
+
+    annotations = Path(export_coco(SyntheticShapes(num_images=2, image_size=32, seed=0), tmp_path))
+    data = json.loads(annotations.read_text())
+    good = CocoDetection(tmp_path / "images", annotations)
+    assert good.num_classes == 5 and good.num_skipped == 0
+    bad = dict(data["annotations"][0], id=10_000, bbox=[3.0, 4.0, 0.0, 5.0])  # zero width
+    data["annotations"].append(bad)
+    annotations.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="10000"):
+        skipped = CocoDetection(tmp_path / "images", annotations)
+    assert skipped.num_skipped == 1 and len(skipped) == len(good)
+
+
 # ----------------------------------------------------------------------------- figure
 
 
