@@ -1,0 +1,251 @@
+"""Benchmark: focal loss forward + backward, time and peak extra memory.
+
+Logits ``(2 x 120000, 80)`` float32 (two images of ~120k anchors, 80 classes) with about
+one positive per 1000 entries, ``reduction="sum"`` then ``backward()``. Variants:
+
+  formula       plain autograd formula (torchvision's expression written out)
+  torchvision   torchvision.ops.sigmoid_focal_loss (when importable)
+  ours-dense    focal_detect.losses.sigmoid_focal_loss (dense float targets)
+  ours-labels   focal_detect.losses.sigmoid_focal_loss_from_labels (class indices)
+  ours-compiled torch.compile of sigmoid_focal_loss (with --compile; compile time excluded)
+
+Method. Every variant runs in its own fresh subprocess with the same environment
+(same MALLOC_* variables, same thread count), so one variant's allocator state cannot
+help or hurt another. Time: median of ``--reps`` forward+backward calls after
+``--warmup`` calls. Peak extra memory: the subprocess builds its inputs, runs the
+warm-up, then before each timed call resets the kernel's peak-RSS counter
+(``echo 5 > /proc/self/clear_refs``) and reads ``VmHWM`` after the call; the figure is the
+largest ``VmHWM - VmRSS(before the call)`` - memory the call really touched, including
+the returned gradient, excluding inputs. (Where clear_refs is not writable, the
+process-lifetime VmHWM minus the RSS after input creation is used and marked ``*``.)
+
+Bandwidth bound: the bytes a loss must move at least (read logits, read the dense
+targets if any, write the gradient) divided by the copy bandwidth measured in the same
+run (``dst.copy_(src)`` of a logits-sized float32 tensor into existing memory).
+
+Run with torchvision in the same environment (the project is installed editable there):
+
+    ~/peer-venv/bin/python benchmarks/bench_focal_loss.py
+    MALLOC_MMAP_MAX_=0 ~/peer-venv/bin/python benchmarks/bench_focal_loss.py   # glibc: no mmap
+
+The machine is shared: numbers move by 10-30 % between runs (far more under heavy load);
+compare ratios from one run. The process CPU time per call is printed as well; it is
+less disturbed by other processes than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ANCHORS = 2 * 120_000
+CLASSES = 80
+POS_RATE = 1e-3
+VARIANTS = ["formula", "torchvision", "ours-dense", "ours-labels", "ours-compiled"]
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _inputs(torch, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(ANCHORS, CLASSES, generator=g) - 4.0  # near the prior logit -4.6
+    pos = torch.rand(ANCHORS, CLASSES, generator=g) < POS_RATE
+    # class-index labels with about the same number of positives, some ignored anchors
+    labels = torch.full((ANCHORS,), -1, dtype=torch.long)
+    rows = torch.nonzero(pos.any(1)).squeeze(1)
+    labels[rows] = torch.randint(0, CLASSES, (rows.numel(),), generator=g)
+    ign = torch.rand(ANCHORS, generator=g) < 0.01
+    labels[ign & (labels < 0)] = -2
+    targets = pos.float()
+    return x, targets, labels
+
+
+def worker(variant: str, warmup: int, reps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    x0, targets, labels = _inputs(torch)
+
+    if variant == "formula":
+
+        def loss_fn(x):
+            p = torch.sigmoid(x)
+            ce = F.binary_cross_entropy_with_logits(x, targets, reduction="none")
+            p_t = p * targets + (1 - p) * (1 - targets)
+            loss = ce * (1 - p_t) ** 2
+            alpha_t = 0.25 * targets + 0.75 * (1 - targets)
+            return (alpha_t * loss).sum()
+
+    elif variant == "torchvision":
+        try:
+            from torchvision.ops import sigmoid_focal_loss as tv_focal
+        except ImportError:
+            return {"variant": variant, "skipped": "torchvision not importable"}
+
+        def loss_fn(x):
+            return tv_focal(x, targets, alpha=0.25, gamma=2, reduction="sum")
+
+    elif variant == "ours-dense":
+        from focal_detect.losses import sigmoid_focal_loss
+
+        def loss_fn(x):
+            return sigmoid_focal_loss(x, targets, reduction="sum")
+
+    elif variant == "ours-labels":
+        from focal_detect.losses import sigmoid_focal_loss_from_labels
+
+        def loss_fn(x):
+            return sigmoid_focal_loss_from_labels(x, labels, reduction="sum")
+
+    elif variant == "ours-compiled":
+        from focal_detect.losses import sigmoid_focal_loss
+
+        compiled = torch.compile(lambda x: sigmoid_focal_loss(x, targets, reduction="sum"))
+        t0 = time.perf_counter()
+        xx = x0.clone().requires_grad_(True)
+        compiled(xx).backward()
+        compile_s = time.perf_counter() - t0
+
+        def loss_fn(x):
+            return compiled(x)
+
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+
+    # Leaf logits reused across calls (like a parameter); grads are dropped each time.
+    x = x0.clone().requires_grad_(True)
+    value = None
+    for _ in range(warmup):
+        x.grad = None
+        loss_fn(x).backward()
+    times, cpu, peaks = [], [], []
+    exact_peak = True
+    base_rss0 = _status("VmRSS")
+    for _ in range(reps):
+        x.grad = None
+        rss = _status("VmRSS")
+        exact_peak = _reset_peak() and exact_peak
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        out = loss_fn(x)
+        out.backward()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        peaks.append(_status("VmHWM") - rss)
+        value = float(out)
+    if not exact_peak:
+        peaks = [_status("VmHWM") - base_rss0]
+    res = {
+        "variant": variant,
+        "median_ms": statistics.median(times) * 1e3,
+        "min_ms": min(times) * 1e3,
+        "cpu_ms": statistics.median(cpu) * 1e3,
+        "peak_extra_mb": max(peaks) / 1e6,
+        "peak_exact": exact_peak,
+        "loss": value,
+    }
+    if variant == "ours-compiled":
+        res["compile_s"] = compile_s
+    return res
+
+
+def copy_bandwidth() -> float:
+    import torch
+
+    src = torch.randn(ANCHORS, CLASSES)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        ts.append(time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / statistics.median(ts)  # bytes read + written per second
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="also run the torch.compile variant")
+    ap.add_argument("--variants", nargs="*", default=None)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.warmup, args.reps)))
+        return
+
+    import torch
+
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:
+        tv = "not installed"
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"python {sys.executable}")
+    print(f"torch {torch.__version__}, torchvision {tv}, threads {torch.get_num_threads()}, "
+          f"MALLOC env {malloc or '(glibc defaults)'} - identical for every variant")
+    print(f"logits ({ANCHORS}, {CLASSES}) float32, ~{POS_RATE:g} positives, reduction='sum', "
+          f"forward+backward, median of {args.reps} after {args.warmup} warm-up; one subprocess per variant")
+    bw = copy_bandwidth()
+    n = ANCHORS * CLASSES
+    bound_dense = 3 * 4 * n / bw  # read logits + targets, write grad
+    bound_labels = 2 * 4 * n / bw  # read logits, write grad
+    print(f"copy bandwidth {bw / 1e9:.1f} GB/s -> bandwidth bound {bound_dense * 1e3:.1f} ms (dense), "
+          f"{bound_labels * 1e3:.1f} ms (labels)")
+    variants = args.variants or [v for v in VARIANTS if v != "ours-compiled" or args.compile]
+    results = {}
+    for v in variants:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", v, "--warmup", str(args.warmup), "--reps", str(args.reps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            print(f"{v}: failed\n{proc.stderr[-2000:]}")
+            continue
+        results[v] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref = results.get("torchvision")
+    if ref is not None and "skipped" in ref:
+        ref = None
+    print()
+    print("| variant | median ms | min ms | CPU ms (all threads) | peak extra MB | x faster than torchvision "
+          "(wall / CPU) | % of torchvision memory | x bandwidth bound | loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for v, r in results.items():
+        if "skipped" in r:
+            print(f"| {v} | skipped: {r['skipped']} | | | | | | |")
+            continue
+        bound = bound_labels if v == "ours-labels" else bound_dense
+        speed = f"{ref['median_ms'] / r['median_ms']:.1f} / {ref['cpu_ms'] / r['cpu_ms']:.1f}" if ref else "-"
+        mem = f"{100 * r['peak_extra_mb'] / ref['peak_extra_mb']:.0f} %" if ref and ref["peak_extra_mb"] > 0 else "-"
+        star = "" if r["peak_exact"] else "*"
+        extra = f" (compile {r['compile_s']:.1f} s)" if "compile_s" in r else ""
+        print(f"| {v}{extra} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['cpu_ms']:.1f} | {r['peak_extra_mb']:.0f}{star} | {speed} | {mem} | "
+              f"{r['median_ms'] / 1e3 / bound:.1f} | {r['loss']:.6g} |")
+    print("\nThe labels variant uses its own labels (same positive rate, 1 % ignored anchors), so its loss differs.")
+    print("CPU ms = process CPU time (user + system, all threads) per call: less sensitive than wall time to other "
+          "load on a shared machine, but it counts spinning threads too.")
+
+
+if __name__ == "__main__":
+    main()
