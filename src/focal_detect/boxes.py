@@ -334,7 +334,10 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
     :math:`k_j = a_j \wedge \neg \bigvee_{i<j} (S_{ij} \wedge k_i)`. The columns are
     processed in blocks; inside a block the fixed point is found by iterating from
     ``k = a`` (each step finalises at least the next undecided box; usually a few
-    steps suffice); the kept boxes of a block then suppress the later blocks.
+    steps suffice); the kept boxes of a block then suppress the later blocks (only
+    kept rows against still-alive columns, see :func:`_suppress_rest`). Inside a
+    block, groups are batched in tiers of similar length so that short groups are
+    not padded to the longest one.
     """
     C, L = valid.shape
     device = boxes.device
@@ -342,8 +345,13 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
     planes = [boxes[..., c].contiguous() for c in range(4)]
     area = (planes[2] - planes[0]) * (planes[3] - planes[1])
     planes.append(area)
-    # Whole groups in one block when the (C, L, L) matrix is small, else blocks.
-    block = L if C * L * L <= _NMS_DENSE_ELEMENTS else _NMS_BLOCK
+    # Whole groups in one block when the (C, L, L) matrix is small, else blocks of
+    # _NMS_BLOCK columns, halved (down to 64) while C * block^2 exceeds the budget.
+    block = L
+    if C * L * L > _NMS_DENSE_ELEMENTS:
+        block = _NMS_BLOCK
+        while block > 64 and C * block * block > _NMS_DENSE_ELEMENTS:
+            block //= 2
     keep = torch.zeros(C, L, dtype=torch.bool, device=device)
     alive_all = valid.clone()
     # 0 strictly above the diagonal (box i < j may suppress j), -inf elsewhere.
@@ -353,21 +361,61 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
         e = min(s + block, L)
         ca = sum(1 for n in counts if n > s)  # groups with boxes in this block (a prefix)
         cr = sum(1 for n in counts if n > e)  # groups with boxes after this block
-        blk = [p[:ca, s:e] for p in planes]
-        sup = _overlaps(blk, blk, thr, upper[: e - s, : e - s])  # S_ij, i < j only
-        k = _solve_block(sup, alive_all[:ca, s:e])
-        keep[:ca, s:e] = k
-        if cr and e < L:
-            rest = [p[:cr, e:] for p in planes]
-            over = _overlaps([p[:cr] for p in blk], rest, thr)
-            hit = torch.bmm(k[:cr].to(over.dtype).unsqueeze(1), over).squeeze(1) > 0
-            alive_all[:cr, e:] &= ~hit
+        # Groups of similar length share a batch, so short groups are not padded to
+        # the block length: tiers of widths (W/2, W], (W/4, W/2], ...
+        g0 = 0
+        while g0 < ca:
+            width = min(counts[g0], e) - s
+            g1 = g0 + 1
+            while g1 < ca and 2 * (min(counts[g1], e) - s) > width:
+                g1 += 1
+            ge = s + width
+            blk = [p[g0:g1, s:ge] for p in planes]
+            sup = _overlaps(blk, blk, thr, upper[:width, :width])  # S_ij, i < j only
+            k = _solve_block(sup, alive_all[g0:g1, s:ge])
+            keep[g0:g1, s:ge] = k
+            hi = min(g1, cr)  # groups of this tier with boxes after the block
+            if hi > g0:
+                _suppress_rest([p[: hi - g0] for p in blk], k[: hi - g0],
+                               [p[g0:hi, e:] for p in planes], alive_all[g0:hi, e:], thr)
+            g0 = g1
     return keep
 
 
-# Size of the largest (C, L, L) suppression matrix solved in one block, and the block
-# length used beyond it (bounds memory to C * L * _NMS_BLOCK entries).
-_NMS_DENSE_ELEMENTS = 4_000_000
+def _compress(mask: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Positions ``(C, m)`` of the True entries of ``mask`` ``(C, P)`` first (in order),
+    the validity of each slot ``(C, m)``, and ``m``, the largest count per row."""
+    counts = mask.sum(1)
+    m = int(counts.max()) if counts.numel() else 0
+    pos = torch.sort((~mask).to(torch.uint8), dim=1, stable=True)[1][:, :m]
+    slot_ok = torch.arange(m, device=mask.device) < counts[:, None]
+    return pos, slot_ok, m
+
+
+def _suppress_rest(blk: list[Tensor], kept: Tensor, rest: list[Tensor], alive: Tensor,
+                   thr: float) -> None:
+    """Clear, in place, ``alive`` ``(C, R)`` of the ``rest`` boxes that a ``kept`` box
+    of the block suppresses. Only kept rows and alive columns take part: after the
+    first blocks most boxes are suppressed, so this is far less than ``P x R`` work."""
+    rows, row_ok, m_rows = _compress(kept)
+    if m_rows == 0:
+        return
+    cols, col_ok, m_cols = _compress(alive)
+    if m_cols == 0:
+        return
+    p = [t.gather(1, rows) for t in blk]
+    q = [t.gather(1, cols) for t in rest]
+    over = _overlaps(p, q, thr)
+    hit = torch.bmm(row_ok.to(over.dtype).unsqueeze(1), over).squeeze(1) > 0
+    # cols are distinct; padded slots point at dead columns and write False again.
+    alive.scatter_(1, cols, col_ok & ~hit)
+
+
+# Size of the largest (C, L, L) suppression matrix solved in one block, and the
+# longest block used beyond it (bounds memory to about C * L * _NMS_BLOCK entries).
+# Measured on 2 CPU cores: 5000 boxes x 80 classes stays in one block; 20000 x 80
+# runs best in blocks of 128, a single class in blocks of 256.
+_NMS_DENSE_ELEMENTS = 2_000_000
 _NMS_BLOCK = 256
 # Fixed-point iterations tried on a block before splitting it in two, and the block
 # length at or below which the iteration is simply run to convergence (<= P + 1 steps).
