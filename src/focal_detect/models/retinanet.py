@@ -30,13 +30,15 @@ of P7) makes every level's stride exact, so anchors of every level sit exactly o
 the feature grid. Detections are mapped back to each original image size.
 
 Compilation: :meth:`RetinaNet.dense` (backbone, FPN and heads on a padded batch)
-has static shapes and compiles with ``torch.compile(fullgraph=True)`` and exports
-with :func:`torch.export.export`. The full ``forward`` also runs under
-``torch.compile`` (with graph breaks), but cannot be exported as one graph: the
-number of detections that pass ``score_thresh`` and survive NMS depends on the
-data, and greedy NMS is a data-dependent loop, so the post-processing stays eager
-(export :meth:`RetinaNet.dense` and call :meth:`RetinaNet.postprocess` on its
-outputs instead).
+has static shapes; it compiles with ``torch.compile(fullgraph=True)`` and exports
+with :func:`torch.export.export`. To compile the inference path, replace it on the
+instance, ``model.dense = torch.compile(model.dense)``; ``forward`` then runs the
+compiled network and the eager pre- and post-processing. Compiling the whole
+``forward`` works too but is not useful: the number of scores above
+``score_thresh`` and of boxes surviving NMS depends on the data, and greedy NMS is
+a data-dependent loop, so Dynamo breaks the graph and recompiles for new sizes.
+For the same reason the post-processing cannot be exported as one graph: export
+:meth:`RetinaNet.dense` and call :meth:`RetinaNet.postprocess` on its outputs.
 """
 
 from __future__ import annotations
@@ -583,14 +585,6 @@ class RetinaNet(nn.Module):
             out.append(dict(t))
         return out
 
-    def _target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Resized ``(height, width)`` as ``F.interpolate(scale_factor=...)`` produces it."""
-        cfg = self.config
-        if cfg.min_size is None:
-            return height, width
-        scale = self._scale(height, width, self._eval_min_size())
-        return int(math.floor(height * scale)), int(math.floor(width * scale))
-
     def _eval_min_size(self) -> int:
         m = self.config.min_size
         return m[-1] if isinstance(m, tuple) else int(m)  # type: ignore[arg-type]
@@ -621,11 +615,13 @@ class RetinaNet(nn.Module):
         if isinstance(images, Tensor):
             original = [(int(images.shape[-2]), int(images.shape[-1]))] * images.shape[0]
             x = (images - mean.to(images.dtype)) / std.to(images.dtype)
-            if cfg.min_size is not None:
-                h, w = original[0]
+            h, w = original[0]
+            scale = None if cfg.min_size is None else self._scale(h, w, self._pick_min_size())
+            # Bilinear resampling by exactly 1 is the identity: skip the copy.
+            if scale is not None and scale != 1.0:
                 x = F.interpolate(
                     x,
-                    scale_factor=self._scale(h, w, self._pick_min_size()),
+                    scale_factor=scale,
                     mode="bilinear",
                     recompute_scale_factor=True,
                     align_corners=False,
@@ -637,11 +633,12 @@ class RetinaNet(nn.Module):
             resized = []
             for img in images:
                 y = (img - mean.to(img.dtype)) / std.to(img.dtype)
-                if cfg.min_size is not None:
-                    h, w = int(img.shape[-2]), int(img.shape[-1])
+                h, w = int(img.shape[-2]), int(img.shape[-1])
+                scale = None if cfg.min_size is None else self._scale(h, w, self._pick_min_size())
+                if scale is not None and scale != 1.0:
                     y = F.interpolate(
                         y[None],
-                        scale_factor=self._scale(h, w, self._pick_min_size()),
+                        scale_factor=scale,
                         mode="bilinear",
                         recompute_scale_factor=True,
                         align_corners=False,
@@ -801,7 +798,7 @@ class RetinaNet(nn.Module):
             reduction="sum",
         )
 
-        pred = box_deltas[fg]
+        pred = box_deltas[fg].float()  # box losses in float32 (autocast-safe)
         if cfg.box_loss == "giou":
             anchors_fg = anchors.expand(b, n, 4)[fg]
             counts = torch.tensor([g.shape[0] for g in gt_boxes], device=device)
@@ -809,9 +806,9 @@ class RetinaNet(nn.Module):
             img = torch.arange(b, device=device)[:, None].expand(b, n)[fg]
             flat_gt = torch.cat(gt_boxes, dim=0)
             matched = flat_gt[offsets[img] + assignment.matched_gt[fg]] if flat_gt.numel() else flat_gt
-            per_box = giou_loss(self.box_coder.decode(pred.float(), anchors_fg), matched)
+            per_box = giou_loss(self.box_coder.decode(pred, anchors_fg), matched)
         else:
-            target = assignment.box_targets[fg].to(pred.dtype)
+            target = assignment.box_targets[fg].float()
             if cfg.box_loss == "smooth_l1":
                 per_box = smooth_l1_loss(pred, target, beta=cfg.smooth_l1_beta).sum(-1)
             else:
