@@ -1,4 +1,4 @@
-"""Tutorial: the focal loss in a plain, imbalanced binary classification problem.
+"""Tutorial: the focal loss in a plain, imbalanced binary classification task.
 
 A rare positive class (1 in 41) overlaps a large negative class; most negatives are
 easy. We train the same small MLP three times and compare, on held-out data:
