@@ -61,6 +61,17 @@ def test_box_iou_zero_area_and_degenerate_boxes_are_zero_not_nan():
         assert torch.isfinite(generalized_box_iou(x, y)).all()
 
 
+def test_autograd_and_inplace_paths_agree():
+    # box_iou reuses its temporaries unless autograd needs them: same values both ways
+    g = torch.Generator().manual_seed(5)
+    a = torch.randint(0, 10, (30, 4), generator=g).float()  # valid, zero-area, degenerate
+    b = torch.randint(0, 10, (20, 4), generator=g).float()
+    plain = box_iou(a, b)
+    tracked = box_iou(a.clone().requires_grad_(), b)
+    assert torch.equal(plain, tracked.detach())
+    assert not torch.signbit(plain).any() and torch.isfinite(plain).all()
+
+
 def test_generalized_box_iou_closed_form():
     a = t([[0.0, 0.0, 1.0, 1.0]])
     b = t([[2.0, 0.0, 3.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])

@@ -103,13 +103,27 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _inter_union(boxes1: Tensor, boxes2: Tensor, inplace: bool = False) -> tuple[Tensor, Tensor]:
     # Same operations, in the same order, as torchvision's _box_inter_union, written
-    # per coordinate (max/min are exact, so the values are bit-identical).
+    # per coordinate (max/min are exact, so the values are bit-identical). With
+    # ``inplace`` (no autograd) the (..., N, M) temporaries are reused: memory
+    # traffic, not arithmetic, is the cost of a large IoU matrix.
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
     a = boxes1[..., :, None, :]
     b = boxes2[..., None, :, :]
+    if inplace:
+        w = torch.minimum(a[..., 2], b[..., 2])
+        w.sub_(torch.maximum(a[..., 0], b[..., 0])).clamp_(min=0)
+        h = torch.minimum(a[..., 3], b[..., 3])
+        h.sub_(torch.maximum(a[..., 1], b[..., 1])).clamp_(min=0)
+        inter = w.mul_(h)
+        union = torch.add(area1[..., :, None], area2[..., None, :], out=h).sub_(inter)
+        return inter, union
     w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
     inter = w * h
@@ -152,9 +166,13 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         tensor([[0.]])
     """
     boxes1, boxes2 = _check_pair("box_iou", boxes1, boxes2)
-    inter, union = _inter_union(_upcast(boxes1), _upcast(boxes2))
-    iou = inter / union
-    return torch.where(union > 0, iou, torch.zeros((), dtype=iou.dtype, device=iou.device))
+    if _needs_grad(boxes1, boxes2):
+        inter, union = _inter_union(_upcast(boxes1), _upcast(boxes2))
+        zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
+        return torch.where(union > 0, inter / union, zero)
+    inter, union = _inter_union(_upcast(boxes1), _upcast(boxes2), inplace=True)
+    bad = union <= 0  # 0/0 (NaN) or 0/negative (-0.0) below: defined as 0
+    return inter.div_(union).masked_fill_(bad, 0.0)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
