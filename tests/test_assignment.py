@@ -120,6 +120,18 @@ def test_guard_off_matches_the_whole_image_of_a_box_overlapping_nothing() -> Non
     assert torch.equal(off.matched_gt[0], ref)
 
 
+def test_guard_is_strict_at_a_boxs_exact_best_iou() -> None:
+    gts = [torch.tensor([[3.0, 5.0, 9.0, 29.0], [60.0, 60.0, 100.0, 90.0]])]
+    best = float(box_iou(gts[0], ANCHORS)[0].max())
+    assert 0 < best < 0.4  # box 0 has only low-quality anchors
+    below = float(torch.nextafter(torch.tensor(best), torch.tensor(0.0)))
+    for levels in (None, LEVELS):
+        at = assign_anchors(ANCHORS, gts, _labels(gts), levels=levels, min_low_quality_iou=best)
+        under = assign_anchors(ANCHORS, gts, _labels(gts), levels=levels, min_low_quality_iou=below)
+        assert not bool((at.matched_gt == 0).any())
+        assert bool((under.matched_gt == 0).any())
+
+
 @given(
     gts=st.lists(valid_boxes(max_n=6, max_coord=160.0), min_size=1, max_size=3),
     shift=st.floats(-40.0, 0.0),
