@@ -12,11 +12,12 @@ Numerics. Every logarithm is taken of a quantity that cannot round to zero:
     -\log p = \max(-x, 0) + L, \qquad -\log(1 - p) = \max(x, 0) + L, \qquad
     L = \log\bigl(1 + e^{-|x|}\bigr),
 
-and :math:`L` is computed as :math:`\log d - ((d - 1) - e)/d` with
+and :math:`L` is computed as :math:`\log d - ((d - 1) - e)` with
 :math:`e = e^{-|x|}`, :math:`d = \mathrm{fl}(1 + e)`, which removes the rounding error
-of :math:`d` (it is as accurate as ``log1p``, which is several times slower on CPU in
-the supported torch builds). :math:`p = \sigma(x)` and :math:`1 - p = \sigma(-x)` are
-both formed from :math:`e` so neither is a rounded difference. Loss and gradient are
+of :math:`d` to first order (as accurate as ``log1p``, which is ~10x slower than
+``log`` on CPU in some torch builds). :math:`p = \sigma(x)` and
+:math:`1 - p = \sigma(-x)` are two separate sigmoids, so neither is a rounded
+difference, and :math:`p - t` is formed as :math:`p(1 - t) - (1 - p)t`. Loss and gradient are
 finite for any finite logit (tested up to :math:`|x| = 10^4`). Half-precision inputs
 are computed in float32 and the result is returned in the input dtype (float32 under
 :func:`torch.autocast`, like PyTorch's own losses).
@@ -918,7 +919,9 @@ class FocalLossNormalizer(nn.Module):
        is returned but not stored).
     3. The result is clamped to ``>= 1``.
 
-    Everything stays on the device: no ``.item()``, no host synchronisation.
+    Everything stays on the device: no ``.item()``, no host synchronisation (keep the
+    module on the counts' device, as ``model.to(device)`` does, so that updating the
+    buffer is not a cross-device copy).
 
     Args:
         momentum: EMA momentum in ``[0, 1)``; ``None`` (default) uses the raw count.
