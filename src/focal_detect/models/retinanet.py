@@ -15,6 +15,9 @@ assignment + targets      :func:`focal_detect.matching.assign_anchors` with a
 classification loss       :func:`focal_detect.losses.sigmoid_focal_loss_from_labels`
                           over all non-ignored anchors, divided by
                           :class:`focal_detect.losses.FocalLossNormalizer`
+                          (or FL*, or OHEM with
+                          :func:`focal_detect.sampling.ohem_sample`:
+                          ``RetinaNetConfig.cls_loss``)
 box loss                  :func:`focal_detect.losses.smooth_l1_loss` (β = 0.11),
                           :func:`focal_detect.losses.l1_loss` or
                           :func:`focal_detect.losses.giou_loss` over foreground anchors
@@ -56,22 +59,29 @@ from torch import Tensor, nn
 from focal_detect.anchors import AnchorGenerator
 from focal_detect.boxes import batched_nms
 from focal_detect.coding import BoxCoder
+from focal_detect.constants import IGNORE
 from focal_detect.init import init_conv_, init_prior_bias_
 from focal_detect.losses import (
     FocalLossNormalizer,
     giou_loss,
     l1_loss,
     sigmoid_focal_loss_from_labels,
+    sigmoid_focal_loss_star,
     smooth_l1_loss,
 )
 from focal_detect.matching import assign_anchors
 from focal_detect.models.backbone import RESNET_DEPTHS, ResNet
 from focal_detect.models.fpn import FPN, P6_SOURCES
+from focal_detect.sampling import ohem_sample
 
-__all__ = ["RetinaNetConfig", "RetinaNetHead", "RetinaNet", "BOX_LOSSES", "LOSS_NORMALIZATIONS"]
+__all__ = ["RetinaNetConfig", "RetinaNetHead", "RetinaNet", "BOX_LOSSES", "CLS_LOSSES", "LOSS_NORMALIZATIONS"]
 
 #: Accepted values of ``RetinaNetConfig.box_loss``.
 BOX_LOSSES = ("smooth_l1", "l1", "giou")
+#: Accepted values of ``RetinaNetConfig.cls_loss``: ``"focal"`` (the paper's FL, eq. 5),
+#: ``"focal_star"`` (FL*, Appendix A) and ``"ohem"`` (the loss on the anchors chosen by
+#: :func:`focal_detect.sampling.ohem_sample`, the paper's Table 1d baseline).
+CLS_LOSSES = ("focal", "focal_star", "ohem")
 #: Accepted values of ``RetinaNetConfig.loss_normalization``: ``"batch"`` divides the
 #: summed losses by the foreground count of the whole batch (paper, Detectron);
 #: ``"image"`` divides each image's sum by its own count and averages over images
@@ -111,6 +121,8 @@ class RetinaNetConfig:
         use_group_norm: GroupNorm (32 groups) after each subnet conv (not in the
             paper; torchvision's v2 model and FCOS use it).
         prior: :math:`\pi` of the classifier's bias initialisation (0.01).
+            ``0.5`` gives bias 0, the "standard" initialisation that the paper's
+            Sec. 5.1 shows to diverge with cross entropy.
         anchor_preset: Name for :meth:`AnchorGenerator.from_preset`
             (``"torchvision"``, ``"detectron2"`` …) or ``None`` for the paper's
             anchors (``AnchorGenerator()`` defaults).
@@ -146,6 +158,21 @@ class RetinaNetConfig:
         detections_per_img: Detections kept per image after NMS (100).
         channels_last: Run backbone, FPN and heads in ``channels_last`` memory
             format (same math; usually faster on CPU).
+        cls_loss: Classification loss, one of :data:`CLS_LOSSES`: ``"focal"``
+            (``focal_alpha``, ``focal_gamma``; ``gamma = 0`` is α-balanced cross
+            entropy), ``"focal_star"`` (FL* with ``focal_star_gamma``,
+            ``focal_star_beta``, and ``focal_alpha`` weighting its positive and
+            negative terms; ``None`` as in the paper) or ``"ohem"`` (the focal loss
+            with ``focal_alpha``/``focal_gamma``, usually ``gamma = 0`` and
+            ``alpha = None``, on the anchors chosen by OHEM only). Every variant
+            is divided by the same foreground-count normaliser.
+        focal_star_gamma: :math:`\gamma > 0` of FL* (4).
+        focal_star_beta: :math:`\beta` of FL* (0).
+        ohem_batch_size_per_image: Anchors chosen per image by OHEM (128).
+        ohem_positive_fraction: Largest foreground share of OHEM's minibatch
+            (0.25, i.e. 1:3); ``None`` for no constraint.
+        ohem_nms_thresh: IoU of OHEM's NMS on the anchors with the loss as the
+            score; ``None`` (default) skips it.
 
     Raises:
         ValueError: A field out of range or of the wrong kind (at construction).
@@ -194,6 +221,12 @@ class RetinaNetConfig:
     nms_thresh: float = 0.5
     detections_per_img: int = 100
     channels_last: bool = False
+    cls_loss: str = "focal"
+    focal_star_gamma: float = 4.0
+    focal_star_beta: float = 0.0
+    ohem_batch_size_per_image: int = 128
+    ohem_positive_fraction: float | None = 0.25
+    ohem_nms_thresh: float | None = None
 
     def __post_init__(self) -> None:
         fn = "RetinaNetConfig"
@@ -262,6 +295,18 @@ class RetinaNetConfig:
         _positive_int(fn, "topk_candidates", self.topk_candidates)
         _in_range(fn, "nms_thresh", self.nms_thresh, 0.0, 1.0)
         _positive_int(fn, "detections_per_img", self.detections_per_img)
+        if self.cls_loss not in CLS_LOSSES:
+            raise ValueError(f"{fn}: cls_loss must be one of {CLS_LOSSES}, got {self.cls_loss!r}")
+        _in_range(fn, "focal_star_gamma", self.focal_star_gamma, 1e-12, math.inf)
+        if not (isinstance(self.focal_star_beta, (int, float)) and math.isfinite(self.focal_star_beta)) or isinstance(
+            self.focal_star_beta, bool
+        ):
+            raise ValueError(f"{fn}: focal_star_beta must be a finite number, got {self.focal_star_beta!r}")
+        _positive_int(fn, "ohem_batch_size_per_image", self.ohem_batch_size_per_image)
+        if self.ohem_positive_fraction is not None:
+            _in_range(fn, "ohem_positive_fraction", self.ohem_positive_fraction, 0.0, 1.0)
+        if self.ohem_nms_thresh is not None:
+            _in_range(fn, "ohem_nms_thresh", self.ohem_nms_thresh, 0.0, 1.0)
 
     @property
     def channels_for_head(self) -> int:
@@ -789,14 +834,7 @@ class RetinaNet(nn.Module):
             cls_weights = (1.0 / per_image)[:, None].expand(b, n)
             box_weights = cls_weights[fg]
 
-        loss_cls = sigmoid_focal_loss_from_labels(
-            cls_logits,
-            labels,
-            weights=cls_weights,
-            alpha=cfg.focal_alpha,
-            gamma=cfg.focal_gamma,
-            reduction="sum",
-        )
+        loss_cls = self.classification_loss(cls_logits, labels, cls_weights, anchors)
 
         pred = box_deltas[fg].float()  # box losses in float32 (autocast-safe)
         if cfg.box_loss == "giou":
@@ -817,6 +855,65 @@ class RetinaNet(nn.Module):
             per_box = per_box * box_weights
         loss_box = per_box.sum()
         return {"classification": loss_cls / norm, "bbox_regression": loss_box / norm}
+
+    def classification_loss(
+        self, cls_logits: Tensor, labels: Tensor, weights: Tensor | None, anchors: Tensor
+    ) -> Tensor:
+        r"""Summed (not yet normalised) classification loss of ``config.cls_loss``.
+
+        ``"focal"``: :func:`~focal_detect.losses.sigmoid_focal_loss_from_labels`.
+        ``"focal_star"``: :func:`~focal_detect.losses.sigmoid_focal_loss_star` on the
+        one-hot targets, ignored anchors left out. ``"ohem"``: the per-anchor focal
+        loss (summed over classes, without gradient) ranks the anchors,
+        :func:`~focal_detect.sampling.ohem_sample` chooses each image's minibatch and
+        the focal loss is summed over the chosen anchors only. A subclass may
+        override this hook to try another loss.
+
+        Args:
+            cls_logits: ``(B, N, K)`` logits.
+            labels: ``(B, N)`` assigned labels (class, ``BACKGROUND`` or ``IGNORE``).
+            weights: Optional ``(B, N)`` per-anchor factors (per-image normalisation).
+            anchors: ``(N, 4)`` anchors (boxes of OHEM's optional NMS step).
+
+        Returns:
+            Scalar: the sum over anchors and classes.
+        """
+        cfg = self.config
+        if cfg.cls_loss == "focal_star":
+            k = cls_logits.shape[-1]
+            keep = labels != IGNORE
+            onehot = labels[..., None] == torch.arange(k, device=labels.device)
+            per = sigmoid_focal_loss_star(
+                cls_logits,
+                onehot.to(cls_logits.dtype),
+                gamma=cfg.focal_star_gamma,
+                beta=cfg.focal_star_beta,
+                alpha=cfg.focal_alpha,
+            ).sum(-1)
+            factor = keep.to(per.dtype) if weights is None else keep.to(per.dtype) * weights.to(per.dtype)
+            return (per * factor).sum()
+        if cfg.cls_loss == "ohem":
+            with torch.no_grad():
+                scores = sigmoid_focal_loss_from_labels(
+                    cls_logits.detach(), labels, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma
+                ).sum(-1)
+            chosen = ohem_sample(
+                scores,
+                labels,
+                batch_size_per_image=cfg.ohem_batch_size_per_image,
+                positive_fraction=cfg.ohem_positive_fraction,
+                boxes=None if cfg.ohem_nms_thresh is None else anchors.expand(labels.shape[0], -1, 4),
+                nms_threshold=cfg.ohem_nms_thresh,
+            )
+            weights = chosen.to(torch.float32) if weights is None else weights * chosen
+        return sigmoid_focal_loss_from_labels(
+            cls_logits,
+            labels,
+            weights=weights,
+            alpha=cfg.focal_alpha,
+            gamma=cfg.focal_gamma,
+            reduction="sum",
+        )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
