@@ -363,10 +363,12 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
     planes = [boxes[..., c].contiguous() for c in range(4)]
     area = (planes[2] - planes[0]) * (planes[3] - planes[1])
     planes.append(area)
-    # Whole groups in one block when the (C, L, L) matrix is small, else blocks of
-    # _NMS_BLOCK columns, halved (down to 64) while C * block^2 exceeds the budget.
+    # Whole groups in one block when they are short and the (C, L, L) matrix is
+    # small, else blocks of _NMS_BLOCK columns, halved (down to 64) while
+    # C * block^2 exceeds the budget. (Blocks let later blocks skip the rows
+    # suppressed earlier, which pays off for long groups.)
     block = L
-    if C * L * L > _NMS_DENSE_ELEMENTS:
+    if L > _NMS_BLOCK or C * L * L > _NMS_DENSE_ELEMENTS:
         block = _NMS_BLOCK
         while block > 64 and C * block * block > _NMS_DENSE_ELEMENTS:
             block //= 2
@@ -432,7 +434,7 @@ def _suppress_rest(blk: list[Tensor], kept: Tensor, rest: list[Tensor], alive: T
 # Size of the largest (C, L, L) suppression matrix solved in one block, and the
 # longest block used beyond it (bounds memory to about C * L * _NMS_BLOCK entries).
 # Measured on 2 CPU cores: 5000 boxes x 80 classes stays in one block; 20000 x 80
-# runs best in blocks of 128, a single class in blocks of 256.
+# runs best in blocks of 128, a single class of 1000-20000 boxes in blocks of 256.
 _NMS_DENSE_ELEMENTS = 2_000_000
 _NMS_BLOCK = 256
 # Fixed-point iterations tried on a block before splitting it in two, and the block
