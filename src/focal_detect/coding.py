@@ -266,7 +266,12 @@ class BoxCoder(nn.Module):
         return decode_boxes(deltas, anchors, self.weights, self.clamp, self.symmetric_clamp)
 
     def forward(self, deltas: Tensor, anchors: Tensor) -> Tensor:
-        """Same as :meth:`decode`."""
+        """Same as :meth:`decode`.
+
+        Example:
+            >>> BoxCoder()(torch.zeros(1, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+            tensor([[1., 2., 3., 4.]])
+        """
         return self.decode(deltas, anchors)
 
     def extra_repr(self) -> str:
