@@ -167,6 +167,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
     for k in full_sd:
         assert torch.equal(full_sd[k], res_sd[k]), k  # bitwise, buffers included
     assert [r["loss"] for r in full.history] == [r["loss"] for r in second.history]
+    # The resumed run's metrics files continue the interrupted ones: no gap, no duplicate.
+    rows = {name: [(r["step"], r["loss"]) for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))]
+            for name in ("full", "part")}
+    assert [s for s, _ in rows["part"]] == ["1", "2", "3", "4", "5"] and rows["part"] == rows["full"]
     a = load_checkpoint(tmp_path / "full" / "checkpoint_last.pt")
     b = load_checkpoint(tmp_path / "part" / "checkpoint_last.pt")
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -237,3 +241,12 @@ def test_train_rejects_a_dataset_smaller_than_the_batch(tmp_path) -> None:
         train(Toy(), [(torch.zeros(3, 2, 2), {"boxes": torch.zeros(0, 4)})], _cfg(tmp_path))
     with pytest.raises(TypeError, match="config must be a TrainConfig"):
         train(Toy(), [], {"iterations": 1})  # type: ignore[arg-type]
+
+
+def test_time_limit_stops_early_with_a_checkpoint(tmp_path) -> None:
+    data = [(torch.rand(3, 4, 4), {"boxes": torch.zeros(0, 4)}) for _ in range(8)]
+    res = train(Toy(), data, _cfg(tmp_path, iterations=50), time_limit_s=1e-9)
+    assert res.step == 1 and [r["step"] for r in res.history] == [1]
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 1
+    with pytest.raises(ValueError, match="time_limit_s must be in"):
+        train(Toy(), data, _cfg(tmp_path), time_limit_s=0)

@@ -381,18 +381,29 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | os.PathLike
     plt.close(fig)
 
 
-def _write_metrics(history: Sequence[Mapping[str, float]], folder: str) -> None:
-    """Rewrite metrics.csv and metrics.jsonl from the history (atomically)."""
+def _write_metrics(history: Sequence[Mapping[str, float]], folder: str, append: bool = False) -> None:
+    """Write metrics.csv and metrics.jsonl: append the last row if its columns match the
+    file's header, else rewrite both files from the whole history (atomically)."""
     if not history:
         return
+    csv_path, jsonl_path = os.path.join(folder, "metrics.csv"), os.path.join(folder, "metrics.jsonl")
+    last = history[-1]
+    if append and os.path.isfile(csv_path):
+        with open(csv_path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+        if header == list(last):
+            with open(csv_path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, fieldnames=header).writerow(last)
+            with open(jsonl_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(last) + "\n")
+            return
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
-    for name, write in (("metrics.csv", "csv"), ("metrics.jsonl", "jsonl")):
-        path = os.path.join(folder, name)
+    for path in (csv_path, jsonl_path):
         tmp = path + ".tmp"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if write == "csv":
+            if path == csv_path:
                 w = csv.DictWriter(f, fieldnames=columns)
                 w.writeheader()
                 w.writerows(history)
@@ -492,6 +503,7 @@ def train(
     config: TrainConfig | None = None,
     *,
     stop_after: int | None = None,
+    time_limit_s: float | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     r"""Train a detector (``model(images, targets) -> dict of losses`` in train mode).
@@ -508,6 +520,8 @@ def train(
         config: :class:`TrainConfig` (default: the paper's recipe).
         stop_after: Stop (after writing a checkpoint) once this many steps have been
             completed in total: an interruption that :attr:`TrainConfig.resume` undoes.
+        time_limit_s: Stop the same way once this call has run this many seconds (a
+            safety net for time-boxed jobs; process 0's clock decides under DDP).
         callback: Called as ``callback(step, row)`` after each logged row.
 
     Returns:
@@ -532,6 +546,8 @@ def train(
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
     if stop_after is not None:
         check_number("train", "stop_after", stop_after, low=1)
+    if time_limit_s is not None:
+        check_number("train", "time_limit_s", time_limit_s, low=0, low_open=True)
     t_start = time.perf_counter()
     rank, world = _dist_info()
     device = _resolve_device(config.device)
@@ -568,6 +584,11 @@ def train(
                 f"train: cannot resume {ckpt_path} exactly: it used global batch "
                 f"{data_state['global_batch']} and seed {data_state['seed']}, this run "
                 f"{global_batch} and {config.seed}"
+            )
+        if data_state["steps_per_epoch"] != steps_per_epoch:
+            raise ValueError(
+                f"train: cannot resume {ckpt_path} exactly: the dataset changed size "
+                f"({data_state['steps_per_epoch']} steps per epoch then, {steps_per_epoch} now)"
             )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -620,9 +641,11 @@ def train(
 
         pbar = tqdm(total=config.iterations, initial=step, desc="train", dynamic_ncols=True)
 
+    history_synced = False  # metrics files rewritten from the history once per call
     window: dict[str, float] = {}
     n_window = 0
-    t_window = time.perf_counter()
+    t_window = t_step = time.perf_counter()
+    img_s: float | None = None
     autocast_device = device.type if device.type in ("cpu", "cuda") else "cpu"
     stop = min(config.iterations, stop_after) if stop_after is not None else config.iterations
     while step < stop:
@@ -653,6 +676,12 @@ def train(
             optimizer.step()
             scheduler.step()
             step += 1
+            if time_limit_s is not None and step < stop:
+                over = torch.tensor(float(time.perf_counter() - t_start > time_limit_s))
+                if world > 1:
+                    torch.distributed.broadcast(over, src=0)
+                if over.item():
+                    stop = step
             window["loss"] = window.get("loss", 0.0) + loss_value
             for k, v in losses.items():
                 key = k if k.startswith("loss_") else f"loss_{k}"
@@ -670,13 +699,18 @@ def train(
                 row["time_s"] = now - t_start
                 history.append(row)
                 if rank == 0:
-                    _write_metrics(history, out_dir)
+                    _write_metrics(history, out_dir, append=history_synced)
+                    history_synced = True
                 if callback is not None:
                     callback(step, row)
                 window, n_window, t_window = {}, 0, now
             if pbar is not None:
+                now = time.perf_counter()
+                rate = global_batch / max(now - t_step, 1e-9)
+                img_s = rate if img_s is None else 0.9 * img_s + 0.1 * rate
+                t_step = now
                 pbar.update(1)
-                pbar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_now:.2e}", refresh=False)
+                pbar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_now:.2e}", img_s=f"{img_s:.1f}", refresh=False)
             if step == stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint()
             if step >= stop:

@@ -46,24 +46,24 @@ _MAX_PLACEMENT_TRIES = 30
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Bilinearly upsampled random grid: a smooth field in ``[0, 1]`` of shape (size, size)."""
-    grid = rng.random((cells + 1, cells + 1))
-    t = np.linspace(0.0, cells, size, endpoint=False) + 0.5 * cells / size
-    i0 = np.clip(np.floor(t).astype(int), 0, cells - 1)
+    """Bilinearly upsampled random grid: a smooth ``float32`` field in ``[0, 1]``, (size, size)."""
+    grid = rng.random((cells + 1, cells + 1), dtype=np.float32)
+    t = (np.arange(size, dtype=np.float32) + 0.5) * (cells / size)
+    i0 = np.minimum(t.astype(np.int64), cells - 1)
     f = t - i0
     rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
     return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Gradient of two colours, smooth blotches, clutter lines and dots, pixel noise."""
-    c0, c1 = rng.random(3), rng.random(3)
+    """Gradient of two colours, smooth blotches, clutter lines and dots (``float32``)."""
+    c0, c1 = rng.random(3, dtype=np.float32), rng.random(3, dtype=np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    g = np.clip(0.5 + (xx - 0.5) * math.cos(angle) + (yy - 0.5) * math.sin(angle), 0, 1)
-    img = c0[None, None, :] * (1 - g[..., None]) + c1[None, None, :] * g[..., None]
-    blot = _smooth_field(rng, size, int(rng.integers(3, 7)))
-    img = img + (blot[..., None] - 0.5) * rng.uniform(0.1, 0.35) * rng.choice([-1, 1], 3)
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    g = np.clip(0.5 + u[None, :] * math.cos(angle) + u[:, None] * math.sin(angle), 0, 1)
+    blot = _smooth_field(rng, size, int(rng.integers(3, 7))) - 0.5
+    tint = (rng.uniform(0.1, 0.35) * rng.choice([-1, 1], 3)).astype(np.float32)
+    img = c0 + g[..., None] * (c1 - c0) + blot[..., None] * tint
     # Clutter: thin line segments and dots, all smaller than the smallest object.
     for _ in range(int(rng.integers(2, 9))):
         color = rng.random(3)
@@ -197,19 +197,19 @@ def render_shapes(
         c0, r0 = max(int(box[0]) - 1, 0), max(int(box[1]) - 1, 0)
         c1, r1 = min(int(math.ceil(box[2])) + 1, size), min(int(math.ceil(box[3])) + 1, size)
         yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5
-        cover = np.clip(0.5 - _shape_distance(label, xx, yy, box, params), 0.0, 1.0)[..., None]
+        cover = np.clip(0.5 - _shape_distance(label, xx, yy, box, params), 0.0, 1.0)[..., None].astype(np.float32)
         under = img[r0:r1, c0:c1].reshape(-1, 3).mean(0)
-        color = rng.random(3)
+        color = rng.random(3, dtype=np.float32)
         for _c in range(10):  # ensure contrast against the local background
             if np.linalg.norm(color - under) >= _MIN_CONTRAST:
                 break
-            color = rng.random(3)
+            color = rng.random(3, dtype=np.float32)
         shade = 1.0 + (_smooth_field(rng, max(r1 - r0, c1 - c0), 2)[: r1 - r0, : c1 - c0] - 0.5) * 0.3
-        fill = np.clip(color[None, None, :] * shade[..., None], 0, 1)
-        img[r0:r1, c0:c1] = img[r0:r1, c0:c1] * (1 - cover) + fill * cover
+        fill = np.clip(color * shade[..., None], 0, 1)
+        img[r0:r1, c0:c1] += (fill - img[r0:r1, c0:c1]) * cover
         boxes.append(box)
         labels.append(label)
-    img = img + rng.normal(0.0, 0.03, img.shape)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * 0.03
     out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     box_arr = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return out, box_arr, np.asarray(labels, dtype=np.int64)
