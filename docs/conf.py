@@ -109,8 +109,26 @@ intersphinx_timeout = 1
 # -- doctest (``sphinx -b doctest docs`` runs ``.. doctest::`` blocks in the pages) -
 
 doctest_global_setup = """
+import math
 import torch
+from torch import nn
 torch.manual_seed(0)
+from focal_detect import *
+from focal_detect.anchors import *
+from focal_detect.boxes import *
+from focal_detect.coding import *
+from focal_detect.constants import *
+from focal_detect.init import *
+from focal_detect.losses import *
+from focal_detect.matching import *
+from focal_detect.sampling import *
+from focal_detect.data import *
+from focal_detect.models import *
+from focal_detect.models.backbone import *
+from focal_detect.models.retinanet import *
+from focal_detect.engine import *
+from focal_detect.evaluation import *
+from focal_detect.cli import *
 """
 
 # -- Math: MathJax 3 shipped locally -----------------------------------------------
