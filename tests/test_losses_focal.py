@@ -344,3 +344,37 @@ def test_torch_compile_matches_eager() -> None:
     out_e.backward()
     assert torch.isfinite(a.grad).all()
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------- worker threads
+
+
+def test_chunks_shared_among_worker_threads_match_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
+    import focal_detect.losses as L
+    from focal_detect.losses import sigmoid_focal_loss_from_labels
+
+    threads_before = torch.get_num_threads()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 7, generator=g) * 4
+    t = (torch.rand(300, 7, generator=g) < 0.1).float()
+    labels = torch.randint(-2, 7, (300,), generator=g)
+    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 64)
+
+    def run():
+        a = x.clone().requires_grad_(True)
+        out = sigmoid_focal_loss(a, t.half(), reduction="none")
+        out.sum().backward()
+        b = x.clone().requires_grad_(True)
+        lab = sigmoid_focal_loss_from_labels(b, labels, reduction="sum")
+        lab.backward()
+        with torch.inference_mode():
+            inf = sigmoid_focal_loss(x, t, reduction="sum")
+        return out.detach(), a.grad, lab.detach(), b.grad, inf
+
+    monkeypatch.setattr(L, "_pool_size", lambda: 1)
+    seq = run()
+    monkeypatch.setattr(L, "_pool_size", lambda: 3)
+    par = run()
+    for s_, p_ in zip(seq, par):
+        torch.testing.assert_close(p_, s_, rtol=1e-6, atol=0)
+    assert torch.get_num_threads() == threads_before  # the caller's setting is untouched

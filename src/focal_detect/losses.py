@@ -26,7 +26,10 @@ are computed in float32 and the result is returned in the input dtype (float32 u
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +131,74 @@ class _Work:
         if shape is not None:
             out = [b.view(shape) for b in out]
         return out
+
+
+# --------------------------------------------------------------------------- threads
+#
+# On CPU each chunk takes ~35 small ops. Letting every op fork/join the OpenMP team
+# means thousands of barriers per call, which collapses when other processes compete
+# for the cores (a 2-thread run measured 10x slower than 1 thread on a loaded machine).
+# Instead the chunks are shared among torch.get_num_threads() worker threads that each
+# run single-threaded ops (ATen releases the GIL inside every op): no barriers, the
+# same parallelism on an idle machine, and graceful under load.
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _pool_size() -> int:
+    return torch.get_num_threads()
+
+
+def _cpu_pool(size: int) -> ThreadPoolExecutor:
+    """Persistent workers whose intra-op thread count is 1 (thread-local in OpenMP)."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE != size:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            main_threads = torch.get_num_threads()
+            pool = ThreadPoolExecutor(
+                max_workers=size,
+                thread_name_prefix="focal_detect",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+            barrier = threading.Barrier(size)
+            list(pool.map(lambda _: barrier.wait(), range(size)))  # start every worker
+            # set_num_threads also stores a process-wide default; restore it for the
+            # caller and for threads created later (the workers keep 1: per-thread).
+            torch.set_num_threads(main_threads)
+            _POOL, _POOL_SIZE = pool, size
+        return _POOL
+
+
+def _map_chunks(
+    count: int,
+    device: torch.device,
+    make_state: Callable[[], Any],
+    body: Callable[[int, Any], Any],
+) -> list[Any]:
+    """``[body(i, state) for i in range(count)]``; on CPU shared among worker threads,
+    each with its own ``state`` (work buffers)."""
+    size = min(_pool_size(), count)
+    if device.type != "cpu" or size < 2:
+        state = make_state()
+        return [body(i, state) for i in range(count)]
+    pool = _cpu_pool(_pool_size())
+    inference = torch.is_inference_mode_enabled()
+
+    def run(w: int) -> list[tuple[int, Any]]:
+        with torch.inference_mode(inference), torch.no_grad():
+            state = make_state()
+            return [(i, body(i, state)) for i in range(w, count, size)]
+
+    out: list[Any] = [None] * count
+    for fut in [pool.submit(run, w) for w in range(size)]:
+        for i, r in fut.result():
+            out[i] = r
+    return out
 
 
 def _logistic_parts(x: Tensor, p: Tensor, omp: Tensor, e: Tensor, d: Tensor, L: Tensor, tmp: Tensor) -> None:
@@ -337,13 +408,17 @@ def _chunked(
     t_all = targets.detach().reshape(-1)
     n = x_all.numel()
     chunk = min(CHUNK_ELEMENTS, max(n, 1))
-    work = _Work(chunk, nbuf, cd, dev)
-    xbuf = torch.empty(chunk, dtype=cd, device=dev) if x_all.dtype != cd else None
-    tbuf = torch.empty(chunk, dtype=cd, device=dev) if t_all.dtype != cd else None
     grad = torch.empty(n, dtype=cd, device=dev) if want_grad else None
     loss = torch.empty(n, dtype=cd, device=dev) if reduction == "none" else None
-    partial: list[Tensor] = []
-    for s in range(0, n, chunk):
+
+    def make_state():
+        xbuf = torch.empty(chunk, dtype=cd, device=dev) if x_all.dtype != cd else None
+        tbuf = torch.empty(chunk, dtype=cd, device=dev) if t_all.dtype != cd else None
+        return _Work(chunk, nbuf, cd, dev), xbuf, tbuf
+
+    def body(i: int, state) -> Tensor | None:
+        work, xbuf, tbuf = state
+        s = i * chunk
         m = min(chunk, n - s)
         x = x_all[s : s + m]
         if xbuf is not None:
@@ -354,8 +429,9 @@ def _chunked(
         lo = loss[s : s + m] if loss is not None else None
         go = grad[s : s + m] if grad is not None else None
         out = kernel(x, t, work.views(m), lo, go)
-        if loss is None:
-            partial.append(out.sum())
+        return out.sum() if loss is None else None
+
+    partial = _map_chunks((n + chunk - 1) // chunk, dev, make_state, body)
     if loss is None:
         total = torch.stack(partial).sum() if partial else torch.zeros((), dtype=cd, device=dev)
         return total, grad
@@ -750,41 +826,46 @@ def _labels_chunked(
         factor_all = factor_all * weights.detach().reshape(-1).to(cd)
     rows = max(1, CHUNK_ELEMENTS // max(K, 1))
     rows = min(rows, max(A, 1))
-    work = _Work(rows * max(K, 1), 6, cd, dev)
-    xbuf = torch.empty(rows, K, dtype=cd, device=dev) if x_all.dtype != cd else None
     grad = torch.empty(A, K, dtype=cd, device=dev) if want_grad else None
     loss = torch.empty(A, K, dtype=cd, device=dev) if reduction == "none" else None
-    lbuf = None if loss is not None else torch.empty(rows, K, dtype=cd, device=dev)
-    partial: list[Tensor] = []
     if n == 0:
         flat = grad.view(-1) if grad is not None else None
         if loss is not None:
             return loss.view(inputs.shape), flat
         return torch.zeros((), dtype=cd, device=dev), flat
-    for s in range(0, A, rows):
+
+    def make_state():
+        work = _Work(rows * K, 6, cd, dev)
+        xbuf = torch.empty(rows, K, dtype=cd, device=dev) if x_all.dtype != cd else None
+        lbuf = None if loss is not None else torch.empty(rows, K, dtype=cd, device=dev)
+        return work, xbuf, lbuf
+
+    def body(i: int, state) -> Tensor | None:
+        work, xbuf, lbuf = state
+        s = i * rows
         m = min(rows, A - s)
         x = x_all[s : s + m]
         if xbuf is not None:
             x = xbuf[:m].copy_(x)
         f = factor_all[s : s + m].unsqueeze(1)
-        lo = loss[s : s + m] if loss is not None else lbuf[:m]  # type: ignore[index]
+        lo = loss[s : s + m] if loss is not None else lbuf[:m]
         go = grad[s : s + m] if grad is not None else None
-        w = work.views(m * K, (m, K))
-        _focal_negative_kernel(x, alpha, gamma, f, w, lo, go)
+        _focal_negative_kernel(x, alpha, gamma, f, work.views(m * K, (m, K)), lo, go)
         # Foreground entries: replace the target-0 value by the target-1 value.
         lab = lab_all[s : s + m]
         fg = (lab >= 0).unsqueeze(1)
         idx = lab.clamp(min=0).unsqueeze(1)
-        xl = x.gather(1, idx)
-        pl, pg = _focal_positive_small(xl, alpha, gamma)
+        pl, pg = _focal_positive_small(x.gather(1, idx), alpha, gamma)
         lo.scatter_(1, idx, torch.where(fg, pl * f, lo.gather(1, idx)))
         if go is not None:
             go.scatter_(1, idx, torch.where(fg, pg * f, go.gather(1, idx)))
-        if loss is None:
-            partial.append(lo.sum())
+        return lo.sum() if loss is None else None
+
+    partial = _map_chunks((A + rows - 1) // rows, dev, make_state, body)
+    flat = grad.view(-1) if grad is not None else None
     if loss is not None:
-        return loss.view(inputs.shape), (grad.view(-1) if grad is not None else None)
-    return torch.stack(partial).sum(), (grad.view(-1) if grad is not None else None)
+        return loss.view(inputs.shape), flat
+    return torch.stack(partial).sum(), flat
 
 
 def sigmoid_focal_loss_star(
