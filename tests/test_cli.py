@@ -70,11 +70,24 @@ def test_demo_quick_writes_its_outputs(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output-dir", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "CPU configuration" in text and "held-out" in text and "AP50" in text
+    assert "smoke test" in text and "held-out" in text and "AP50" in text
     for name in ("detections.png", "loss_curve.png", "metrics.json", "model.pt"):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["train_steps"] == 3 and 0.0 <= m["AP"] <= 1.0
+
+
+def test_demo_names_each_deviation_from_the_paper() -> None:
+    from focal_detect.cli import DEMO_MODEL, DEMO_TRAIN, _demo_deviations
+
+    text = "\n".join(_demo_deviations(DEMO_MODEL, DEMO_TRAIN))
+    for needle in ("128x128 px", "ResNet-18 of width 16", "trainable BatchNorm", "64/64 channels",
+                   "2 convs", "GroupNorm", "anchor base sizes (12, 24, 48, 96, 192)", "adamw lr 0.002",
+                   "cosine", "bfloat16", "paper: SGD lr 0.01"):
+        assert needle in text, needle
+    # The demo model really is that configuration.
+    cfg = build_model(5, "demo").config
+    assert (cfg.backbone_depth, cfg.backbone_width, cfg.frozen_bn, cfg.head_channels) == (18, 16, False, 64)
 
 
 def test_model_roundtrip_keeps_weights_and_metadata(tmp_path) -> None:

@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -49,26 +50,28 @@ DEMO_MODEL: dict[str, Any] = {
     "head_convs": 2,
     "head_channels": 64,
     "use_group_norm": True,
-    "anchor_sizes": (16.0, 32.0, 64.0, 128.0, 256.0),
+    "anchor_sizes": (12.0, 24.0, 48.0, 96.0, 192.0),
     "min_size": None,
     "size_divisible": 128,
 }
 
-#: Training and data settings of ``focal-detect demo``.
+#: Training and data settings of ``focal-detect demo``. The training images are
+#: rendered once and kept in memory (``cache``): ~50 KB each.
 DEMO_TRAIN: dict[str, Any] = {
     "image_size": 128,
-    "train_images": 20_000,
+    "train_images": 6000,
     "val_images": 300,
     "batch_size": 16,
     "optimizer": "adamw",
     "lr": 2e-3,
     "weight_decay": 1e-4,
     "schedule": "cosine",
-    "warmup_iters": 50,
+    "warmup_iters": 100,
     "warmup_factor": 0.1,
     "clip_grad_norm": 10.0,
+    "amp": True,
     "time_budget_s": 480.0,
-    "max_iterations": 3000,
+    "max_iterations": 6000,
 }
 
 #: ``--quick``: a smoke test that finishes in seconds with the tiny model (AP is meaningless).
@@ -77,8 +80,11 @@ QUICK: dict[str, Any] = {
     "train_images": 16,
     "val_images": 4,
     "batch_size": 4,
-    "iterations": 3,
+    "lr": 1e-3,
+    "warmup_iters": 1,
+    "amp": False,
 }
+QUICK_ITERATIONS = 3
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -370,117 +376,145 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_deviations(model_cfg: Mapping[str, Any], train_cfg: Mapping[str, Any], image_size: int) -> list[str]:
+def _demo_deviations(model_cfg: Mapping[str, Any], train_cfg: Mapping[str, Any]) -> list[str]:
+    size = train_cfg["image_size"]
     return [
-        f"images {image_size}x{image_size} px, no resizing (paper: short side 600-800 px)",
-        f"ResNet-{model_cfg['backbone_depth']} of width {model_cfg['backbone_width']} trained from scratch "
-        "with trainable BatchNorm (paper: ImageNet-pretrained ResNet-50/101 with frozen BN)",
+        f"images {size}x{size} px, no resizing (paper: short side 600-800 px)",
+        f"ResNet-{model_cfg['backbone_depth']} of width {model_cfg['backbone_width']} (paper: 64) trained from "
+        "scratch with trainable BatchNorm (paper: ImageNet-pretrained ResNet-50/101, frozen BatchNorm)",
         f"FPN/heads with {model_cfg['fpn_channels']}/{model_cfg['head_channels']} channels, "
         f"{model_cfg['head_convs']} convs per subnet"
         + (", GroupNorm in the heads" if model_cfg.get("use_group_norm") else "")
-        + " (paper: 256 channels, 4 convs, no norm)",
-        f"anchor base sizes {tuple(int(s) for s in model_cfg['anchor_sizes'])} on P3-P7 "
-        "(paper: 32-512, matched to COCO object sizes)",
-        f"{train_cfg['optimizer']} lr {train_cfg['lr']:g}, {train_cfg['schedule']} decay, gradient clipping "
-        f"{train_cfg['clip_grad_norm']:g}, batch {train_cfg['batch_size']}, a few thousand steps at most "
-        "(paper: SGD lr 0.01, step decay, batch 16, 90k steps)",
+        + " (paper: 256 channels, 4 convs, no normalisation)",
+        f"anchor base sizes {tuple(int(s) for s in model_cfg['anchor_sizes'])} on P3-P7, matched to "
+        "objects of 8 px to most of the image (paper: 32-512 px)",
+        f"{train_cfg['optimizer']} lr {train_cfg['lr']:g} with {train_cfg['warmup_iters']} warmup steps and "
+        f"{train_cfg['schedule']} decay, gradient clipping at {train_cfg['clip_grad_norm']:g}"
+        + (", bfloat16 autocast" if train_cfg["amp"] else "")
+        + f", batch {train_cfg['batch_size']}, as many steps as fit in "
+        f"{train_cfg['time_budget_s']:.0f} s (paper: SGD lr 0.01, momentum 0.9, step decay, batch 16, 90k steps)",
     ]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from focal_detect.data import SyntheticShapes
-    from focal_detect.engine import TrainConfig, plot_history, train
-    from focal_detect.evaluation import COCO_METRICS, evaluate_coco, format_metrics, predict_dataset
+    from focal_detect.engine import TrainConfig, train
+    from focal_detect.evaluation import COCO_METRICS, evaluate_coco, format_metrics
 
     t0 = time.perf_counter()
     _set_threads(args.threads)
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     settings = {**DEMO_TRAIN, **(QUICK if args.quick else {})}
+    if args.time_budget:
+        settings["time_budget_s"] = args.time_budget
     size = settings["image_size"]
-    train_ds = SyntheticShapes(num_images=settings["train_images"], image_size=size, seed=args.seed)
+    train_ds = SyntheticShapes(num_images=settings["train_images"], image_size=size, seed=args.seed, cache=True)
     # Held out: another seed, so no training image is ever seen at evaluation.
-    val_ds = SyntheticShapes(num_images=settings["val_images"], image_size=size, seed=args.seed + 1_000_003)
+    val_seed = args.seed + 1_000_003
+    val_ds = SyntheticShapes(num_images=settings["val_images"], image_size=size, seed=val_seed)
     if args.quick:
         model = build_model(train_ds.num_classes, "tiny", size_divisible=32)
         print("focal-detect demo --quick: a seconds-long smoke test with a tiny model; its AP means nothing")
     else:
         model = build_model(train_ds.num_classes, "demo")
-    print(f"focal-detect demo: a small CPU configuration of RetinaNet ({torch.get_num_threads()} threads)")
-    print("Deviations from the paper, to train in minutes on a CPU:")
-    for d in _demo_deviations(DEMO_MODEL, settings, size):
-        print(f"  - {d}")
-    print(f"Data: synthetic shapes {train_ds.class_names}, {len(train_ds)} training images "
-          f"(seed {args.seed}), {len(val_ds)} held-out images (seed {args.seed + 1_000_003})")
+        print(f"focal-detect demo: RetinaNet in a small CPU configuration ({torch.get_num_threads()} threads).")
+        print("Deviations from the paper, to train from scratch in minutes on a CPU:")
+        for d in _demo_deviations(DEMO_MODEL, settings):
+            print(f"  - {d}")
+    print(f"Data: synthetic {', '.join(train_ds.class_names)} (imbalanced); {len(train_ds)} training images "
+          f"(seed {args.seed}), {len(val_ds)} held-out images (seed {val_seed}), {size}x{size} px")
 
     if args.iterations:
         iterations = args.iterations
     elif args.quick:
-        iterations = settings["iterations"]
+        iterations = QUICK_ITERATIONS
     else:
-        iterations = _calibrate_iterations(model, train_ds, settings, args.time_budget or settings["time_budget_s"])
+        iterations = _calibrate_iterations(model, train_ds, settings)
     config = TrainConfig(
         iterations=iterations,
         batch_size=settings["batch_size"],
-        lr=settings["lr"] if not args.quick else 1e-3,
+        lr=settings["lr"],
         optimizer=settings["optimizer"],
         weight_decay=settings["weight_decay"],
         schedule=settings["schedule"],
         warmup_iters=min(settings["warmup_iters"], iterations // 4),
         warmup_factor=settings["warmup_factor"],
         clip_grad_norm=settings["clip_grad_norm"],
+        amp=settings["amp"],
         log_every=max(1, min(20, iterations // 10)),
         checkpoint_every=0,
         output_dir=os.path.join(out, "train"),
         seed=args.seed,
         progress=not args.no_progress,
     )
-    print(f"Training {iterations} steps of batch {config.batch_size} ...")
-    result = train(model, train_ds, config)
+    print(f"Training {iterations} steps of {config.batch_size} images ...")
+    # Safety net only: the step count was fitted to the budget, the schedule assumes it.
+    limit = None if args.quick else settings["time_budget_s"] * 1.2
+    result = train(model, train_ds, config, time_limit_s=limit)
     save_model(model, os.path.join(out, "model.pt"), train_ds.class_names, train_ds.category_ids)
     t_train = result.seconds
     print(f"trained {result.step} steps in {t_train:.0f} s "
-          f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)")
+          f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)"
+          + ("" if result.step == iterations else f": stopped early by the {limit:.0f} s time limit"))
 
+    t_eval = time.perf_counter()
     metrics = evaluate_coco(model, val_ds, batch_size=16)
-    print(f"\nCOCO box AP on the {len(val_ds)} held-out images:")
+    t_eval = time.perf_counter() - t_eval
+    print(f"\nCOCO box AP on the {len(val_ds)} held-out images ({t_eval:.0f} s):")
     print(format_metrics(metrics, COCO_METRICS[:6]))
-    _write_json(os.path.join(out, "metrics.json"), {**metrics, "train_steps": result.step, "train_seconds": t_train})
-    plot_history(result.history, os.path.join(out, "loss_curve.png"))
-    _detections_grid(model, val_ds, os.path.join(out, "detections.png"), predict_dataset)
     total = time.perf_counter() - t0
-    print(f"\nwrote {out}/detections.png, {out}/loss_curve.png, {out}/metrics.json, {out}/model.pt")
+    _write_json(os.path.join(out, "metrics.json"),
+                {**metrics, "train_steps": result.step, "train_seconds": t_train, "total_seconds": total})
+    shutil.copyfile(os.path.join(config.output_dir, "loss_curve.png"), os.path.join(out, "loss_curve.png"))
+    _detections_grid(model, val_ds, os.path.join(out, "detections.png"))
+    total = time.perf_counter() - t0
+    print(f"\nwrote {out}/detections.png, loss_curve.png, metrics.json, model.pt "
+          f"(evaluate/predict with --checkpoint {out}/model.pt)")
     print(f"total wall time {total:.0f} s")
     return 0
 
 
-def _calibrate_iterations(model: torch.nn.Module, dataset: Any, settings: Mapping[str, Any], budget_s: float) -> int:
-    """Time a few training steps (on a copy) and fit the iteration count to the budget."""
+def _calibrate_iterations(model: torch.nn.Module, dataset: Any, settings: Mapping[str, Any]) -> int:
+    """Time rendering and a few training steps (on a copy), fit the step count to the budget.
+
+    Rendering is paid once per training image (the set is cached), a step every step:
+    ``n_steps * t_step + min(n_steps * B, n_images) * t_render = budget``.
+    """
     import copy
 
     from focal_detect.data import collate_detection
 
+    budget, batch = settings["time_budget_s"], settings["batch_size"]
+    t = time.perf_counter()
+    images, targets = collate_detection([dataset[i] for i in range(batch)])  # also fills the cache
+    t_render = (time.perf_counter() - t) / batch
     probe = copy.deepcopy(model).train()
-    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-    images, targets = collate_detection([dataset[i] for i in range(settings["batch_size"])])
+    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
     times = []
     for _ in range(4):
         t = time.perf_counter()
-        loss = sum(probe(images, targets).values())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
+            loss = sum(probe(images, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    per_step = sorted(times[1:])[len(times[1:]) // 2] * 1.08  # + data and logging overhead
-    n = int(min(settings["max_iterations"], max(50, budget_s / per_step)))
-    print(f"Calibration: {per_step:.3f} s/step on this machine -> {n} steps to fit a {budget_s:.0f} s training budget")
+    t_step = sorted(times[1:])[1] * 1.05  # median of the warm steps, + logging overhead
+    render_all = len(dataset) * t_render
+    n = (budget - render_all) / t_step
+    if n * batch < len(dataset):  # fewer samples than images: not every image gets rendered
+        n = budget / (t_step + batch * t_render)
+    n = int(min(settings["max_iterations"], max(50, n)))
+    print(f"Calibration: {t_step:.3f} s per step, {1000 * t_render:.1f} ms to render an image "
+          f"-> {n} steps fit the {budget:.0f} s training budget")
     return n
 
 
-def _detections_grid(model: torch.nn.Module, dataset: Any, path: str, predict_dataset: Any, n: int = 8) -> None:
+def _detections_grid(model: torch.nn.Module, dataset: Any, path: str, n: int = 8) -> None:
     from PIL import Image
 
-    from focal_detect.evaluation import draw_detections
+    from focal_detect.evaluation import draw_detections, predict_dataset
 
     subset = [dataset[i] for i in range(min(n, len(dataset)))]
     dets = predict_dataset(model, subset, batch_size=len(subset))
@@ -510,7 +544,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke test (meaningless AP)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)")
-    d.add_argument("--time-budget", type=float, default=None, help="training seconds to fit (default 480)")
+    d.add_argument("--time-budget", type=float, default=None,
+                   help=f"training seconds to fit (default {DEMO_TRAIN['time_budget_s']:.0f})")
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
