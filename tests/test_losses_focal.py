@@ -378,3 +378,28 @@ def test_chunks_shared_among_worker_threads_match_sequential(monkeypatch: pytest
     for s_, p_ in zip(seq, par):
         torch.testing.assert_close(p_, s_, rtol=1e-6, atol=0)
     assert torch.get_num_threads() == threads_before  # the caller's setting is untouched
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_worker_threads_survive_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing as mp
+
+    import focal_detect.losses as L
+
+    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(L, "_pool_size", lambda: 2)
+    x = torch.randn(50, 9)
+    t = (torch.rand(50, 9) < 0.2).float()
+    expected = sigmoid_focal_loss(x, t, reduction="sum").item()  # creates the pool here
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:  # would hang if the child reused the parent's dead workers
+        got = pool.apply_async(_loss_in_child, (x, t)).get(timeout=20)
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def _loss_in_child(x: torch.Tensor, t: torch.Tensor) -> float:
+    import focal_detect.losses as L
+
+    L.CHUNK_ELEMENTS = 64
+    L._pool_size = lambda: 2
+    return sigmoid_focal_loss(x, t, reduction="sum").item()

@@ -26,6 +26,7 @@ are computed in float32 and the result is returned in the input dtype (float32 u
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +146,16 @@ class _Work:
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    # A forked child inherits the executor but not its threads: start afresh there.
+    global _POOL, _POOL_SIZE, _POOL_LOCK
+    _POOL, _POOL_SIZE, _POOL_LOCK = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _pool_size() -> int:
