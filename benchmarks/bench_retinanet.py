@@ -129,7 +129,12 @@ def check(tv, ours, images, targets) -> str:
             f"loss rel. diff { {k: f'{v:.1e}' for k, v in loss.items()} }")
 
 
-def bench(batch: int, size: int, repeat: int, channels_last: bool) -> dict[str, tuple[float, float]]:
+PARTS = ("step", "split", "infer", "post")
+
+
+def bench(
+    batch: int, size: int, repeat: int, channels_last: bool, parts: tuple[str, ...] = PARTS
+) -> dict[str, tuple[float, float]]:
     tv, ours = build(size, channels_last)
     images, targets = make_batch(batch, size)
     rows: dict[str, tuple[float, float]] = {}
@@ -147,7 +152,8 @@ def bench(batch: int, size: int, repeat: int, channels_last: bool) -> dict[str, 
             opt.step()
         return run
 
-    rows["train step"] = interleaved(step(ours, opt_us), step(tv, opt_tv), repeat)
+    if "step" in parts:
+        rows["train step"] = interleaved(step(ours, opt_us), step(tv, opt_tv), repeat)
 
     # ---- split: backbone + FPN, heads, loss (+ anchors + matching) fwd+bwd
     batch_us, _, _, targets_us = ours.preprocess(images, targets)
@@ -159,11 +165,15 @@ def bench(batch: int, size: int, repeat: int, channels_last: bool) -> dict[str, 
     def feats_tv():
         return list(tv.backbone(image_list.tensors).values())
 
-    rows["  backbone+FPN fwd"] = interleaved(feats_us, feats_tv, repeat)
+    if "split" in parts:
+        rows["  backbone+FPN fwd"] = interleaved(feats_us, feats_tv, repeat)
     with torch.no_grad():
         f_us = [f.detach() for f in feats_us()]
         f_tv = [f.detach() for f in feats_tv()]
-    rows["  heads fwd"] = interleaved(lambda: ours.head.forward_levels(f_us), lambda: tv.head(f_tv), repeat)
+    if "split" in parts:
+        rows["  heads fwd"] = interleaved(
+            lambda: ours.head.forward_levels(f_us), lambda: tv.head(f_tv), repeat
+        )
 
     with torch.no_grad():
         cls_l, box_l = ours.head.forward_levels(f_us)
@@ -183,13 +193,17 @@ def bench(batch: int, size: int, repeat: int, channels_last: bool) -> dict[str, 
         losses = tv.compute_loss(targets_tv, h, anchors)
         sum(losses.values()).backward()
 
-    rows["  loss+matching fwd+bwd"] = interleaved(loss_us, loss_tv, max(repeat, 5))
+    if "split" in parts:
+        rows["  loss+matching fwd+bwd"] = interleaved(loss_us, loss_tv, max(repeat, 5))
 
     # ---- inference and post-processing with many candidates
     raise_class_bias(tv, ours)
     tv.eval(), ours.eval()
     with torch.no_grad():
-        rows["inference (eval forward)"] = interleaved(lambda: ours(images), lambda: tv(images), repeat)
+        if "infer" in parts:
+            rows["inference (eval forward)"] = interleaved(
+                lambda: ours(images), lambda: tv(images), repeat
+            )
         cls_l, box_l = ours.head.forward_levels(f_us)
         h_tv = tv.head(f_tv)
         anchors_tv = tv.anchor_generator(image_list, f_tv)
@@ -208,9 +222,10 @@ def bench(batch: int, size: int, repeat: int, channels_last: bool) -> dict[str, 
             dets = tv.postprocess_detections(split_tv, split_anchors, image_list.image_sizes)
             return tv.transform.postprocess(dets, image_list.image_sizes, original)
 
-        rows[f"post-processing ({passing // batch} scores > 0.05 per image)"] = interleaved(
-            post_us, post_tv, max(repeat, 5)
-        )
+        if "post" in parts:
+            rows[f"post-processing ({passing // batch} scores > 0.05 per image)"] = interleaved(
+                post_us, post_tv, max(repeat, 5)
+            )
     return rows
 
 
@@ -222,6 +237,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", type=int, default=1)
     p.add_argument("--check-only", action="store_true", help="only the R50 interop check")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="what to time: step (train step), split (its parts), infer, post")
     p.add_argument("--skip-check", action="store_true", help="skip the R50 interop check")
     p.add_argument("--cpu-time", action="store_true", help="measure process CPU time, not wall time")
     args = p.parse_args()
@@ -247,7 +264,8 @@ def main() -> None:
     print(f"\n| batch | measurement | focal-detect ms | torchvision ms | speed-up |")
     print("|---|---|---|---|---|")
     for b in args.batch:
-        for name, (us, ref) in bench(b, args.size, args.repeat, bool(args.channels_last)).items():
+        rows = bench(b, args.size, args.repeat, bool(args.channels_last), tuple(args.parts))
+        for name, (us, ref) in rows.items():
             print(f"| {b} | {name} | {us:.1f} | {ref:.1f} | {ref / us:.2f}x |", flush=True)
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from focal_detect.boxes import batched_nms
 from focal_detect.models import (
     FPN,
     FrozenBatchNorm2d,
@@ -26,6 +27,10 @@ from focal_detect.models import (
     load_resnet_state_dict,
     load_torchvision_retinanet,
 )
+
+# Loss values are read with float() in assertions; the warning about reading a
+# tensor that requires grad is expected there.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "src" / "focal_detect" / "models"
 GOLDEN = Path(__file__).resolve().parent / "data" / "retinanet_tv_golden.pt"
@@ -320,6 +325,23 @@ def test_image_normalisation_is_the_mean_of_single_image_losses() -> None:
     assert abs(float(batch["classification"]) - float(both["classification"])) > 1e-4
 
 
+def test_crowd_boxes_are_not_matched_and_ignore_their_anchors() -> None:
+    model = tiny().train()
+    images, targets = fixed_batch()
+    plain = {"boxes": targets[1]["boxes"], "labels": targets[1]["labels"]}
+    crowd = {
+        "boxes": torch.cat([targets[1]["boxes"], torch.tensor([[60.0, 40.0, 100.0, 80.0]])]),
+        "labels": torch.tensor([1, 0]),
+        "iscrowd": torch.tensor([0, 1]),
+    }
+    a = model(images[1:], [plain])
+    b = model(images[1:], [crowd])
+    # Same foreground anchors: the same box loss and normaliser ...
+    torch.testing.assert_close(a["bbox_regression"], b["bbox_regression"])
+    # ... but the background anchors inside the crowd region leave the focal loss.
+    assert float(b["classification"]) < float(a["classification"]) - 1e-6
+
+
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "l1", "giou"])
 def test_box_loss_options(box_loss: str) -> None:
     model = tiny(box_loss=box_loss).train()
@@ -404,6 +426,52 @@ def test_batched_and_per_image_inference_agree() -> None:
         _same_detections(alone, together[i])
     _same_detections(stacked[1], together[0])
     _same_detections(stacked[0], stacked[1])
+
+
+def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_sizes, image_sizes):
+    """torchvision's algorithm, literally: loop over images and levels."""
+    cfg = model.config
+    anchors = model.anchor_generator.grid_anchors(feature_sizes)
+    out = []
+    for i, (h, w) in enumerate(image_sizes):
+        boxes, scores, labels = [], [], []
+        for logits, deltas, anc in zip(cls_levels, box_levels, anchors):
+            s = torch.sigmoid(logits[i]).flatten()
+            idx = torch.where(s > cfg.score_thresh)[0]
+            s = s[idx]
+            s, j = s.topk(min(cfg.topk_candidates, idx.numel()))
+            idx = idx[j]
+            a = idx // cfg.num_classes
+            bx = model.box_coder.decode(deltas[i][a], anc[a])
+            bx = torch.stack([bx[:, 0].clamp(0, w), bx[:, 1].clamp(0, h),
+                              bx[:, 2].clamp(0, w), bx[:, 3].clamp(0, h)], 1)
+            boxes.append(bx), scores.append(s), labels.append(idx % cfg.num_classes)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)[: cfg.detections_per_img]
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return out
+
+
+@pytest.mark.parametrize(("limit", "top"), [(3, 1000), (40, 50), (1000, 1000)])
+def test_postprocess_equals_plain_per_image_per_level_loop(limit: int, top: int) -> None:
+    # limit 3: NMS on the 6 best first, then 24, then all (heavy suppression at
+    # IoU 0.2 forces the later passes); limit 1000: no cap at all.
+    model = tiny(detections_per_img=limit, topk_candidates=top, nms_thresh=0.2)
+    raise_scores(model, bias=-2.5, std=1.0)
+    model.eval()
+    g = torch.Generator().manual_seed(11)
+    images = [torch.rand(3, 128, 128, generator=g), torch.rand(3, 96, 128, generator=g)]
+    with torch.no_grad():
+        batch, sizes, original, _ = model.preprocess(images)
+        cls_l, box_l = model.dense(batch)
+    feats = model.feature_sizes(tuple(batch.shape[-2:]))
+    got = model.postprocess(cls_l, box_l, feats, sizes, original)
+    want = _reference_postprocess(model, cls_l, box_l, feats, sizes)
+    for a, b in zip(got, want):
+        assert b["boxes"].shape[0] == min(limit, b["boxes"].shape[0]) and b["boxes"].shape[0] > 2
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["scores"], b["scores"], atol=0, rtol=0)
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=0, rtol=0)
 
 
 def test_nms_and_detection_cap_are_per_image_and_per_class() -> None:
