@@ -1,0 +1,194 @@
+r"""Analysis of a trained detector's losses: the paper's Figure 4.
+
+Figure 4 of the focal loss paper shows, for a converged model, how the loss is
+distributed over the positive and the negative examples at several focusing
+parameters :math:`\gamma`: the examples of each kind are sorted by loss from low to
+high, and the cumulative sum of the loss, normalised to 1, is plotted against the
+fraction of examples. For positives the curves barely move with :math:`\gamma`; for
+negatives, at :math:`\gamma = 2` nearly all of the loss comes from a small fraction of
+hard examples. :func:`focal_loss_cdf` computes those curves and
+:func:`plot_focal_loss_cdf` draws them (matplotlib is imported only there).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from focal_detect._checks import check_float_tensor, check_number, check_tensor
+from focal_detect.constants import IGNORE
+
+__all__ = ["focal_loss_cdf", "plot_focal_loss_cdf"]
+
+
+def _cdf_on_grid(sorted_losses: Tensor, fractions: Tensor) -> Tensor:
+    """Cumulative normalised loss of ascending ``sorted_losses`` at each fraction."""
+    n = sorted_losses.numel()
+    if n == 0:
+        return torch.full_like(fractions, math.nan)
+    cum = torch.cumsum(sorted_losses, 0)
+    total = cum[-1]
+    if not bool(total > 0):
+        # Every loss is zero: the loss is spread evenly, the CDF is the diagonal.
+        return fractions.clone()
+    # The first round(f * n) examples, i.e. cum[k - 1] for k >= 1 and 0 for k = 0.
+    k = torch.round(fractions * n).long()
+    padded = torch.cat([cum.new_zeros(1), cum])
+    return padded[k] / total
+
+
+def focal_loss_cdf(
+    logits: Tensor,
+    labels: Tensor,
+    gammas: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
+    num_points: int = 1001,
+) -> dict[str, Any]:
+    r"""Cumulative distribution of the normalised focal loss (the paper's Figure 4).
+
+    Every (anchor, class) pair of a non-ignored anchor is one binary example: positive
+    if the anchor's label is that class, negative otherwise (background anchors give
+    ``K`` negatives, foreground anchors one positive and ``K - 1`` negatives). With
+    :math:`x_t = x` for a positive and :math:`-x` for a negative,
+    :math:`p_t = \sigma(x_t)` and, for each :math:`\gamma`,
+
+    .. math::
+
+        \mathrm{FL}_\gamma(p_t) = -(1 - p_t)^\gamma \log p_t
+        = \sigma(-x_t)^\gamma \, \mathrm{softplus}(-x_t).
+
+    Separately for positives and negatives the :math:`n` losses are sorted from low to
+    high, :math:`\ell_{(1)} \le \dots \le \ell_{(n)}`, and the curve at the fraction
+    :math:`f` of examples is
+
+    .. math::
+
+        C_\gamma(f) = \frac{\sum_{i \le \mathrm{round}(f n)} \ell_{(i)}}{\sum_{i \le n} \ell_{(i)}},
+
+    non-decreasing from :math:`C(0) = 0` to :math:`C(1) = 1`. The constant
+    :math:`\alpha_t` of the α-balanced loss cancels in this normalisation, so there is
+    no ``alpha``. Since :math:`\mathrm{FL}_\gamma` decreases in :math:`x_t` for every
+    :math:`\gamma`, one sort by :math:`x_t` serves all :math:`\gamma`; the sums are
+    accumulated in float64. A group without examples gives NaN curves; a group whose
+    losses are all zero gives the diagonal :math:`C(f) = f`.
+
+    Args:
+        logits: Classification logits ``(..., K)``, e.g. ``(B, N, K)`` of a trained
+            detector on held-out images.
+        labels: Integer ``(...)`` = ``logits.shape[:-1]``: class ``0 .. K-1``,
+            ``BACKGROUND`` (-1) or ``IGNORE`` (-2) (ignored anchors are left out).
+        gammas: The :math:`\gamma \ge 0` to evaluate (the paper's 0, 0.5, 1, 2).
+        num_points: Points of the fraction grid, evenly spaced in ``[0, 1]``
+            (at least 2).
+
+    Returns:
+        A dict with ``"fraction"`` (``(P,)`` float64 grid), ``"positive"`` and
+        ``"negative"`` (each a dict from every ``gamma`` (float) to its ``(P,)``
+        float64 curve), ``"num_positive"`` and ``"num_negative"`` (ints).
+
+    Raises:
+        TypeError: Non-tensor inputs, non-float ``logits`` or non-integer ``labels``.
+        ValueError: Shapes that disagree, a negative ``gamma`` or ``num_points < 2``.
+
+    Example:
+        >>> import torch
+        >>> from focal_detect.constants import BACKGROUND
+        >>> logits = torch.tensor([[0.0], [-4.0], [-2.0], [2.0]])
+        >>> labels = torch.tensor([0, BACKGROUND, BACKGROUND, BACKGROUND])
+        >>> out = focal_loss_cdf(logits, labels, gammas=(0.0, 2.0), num_points=4)
+        >>> out["num_positive"], out["num_negative"], [round(f, 3) for f in out["fraction"].tolist()]
+        (1, 3, [0.0, 0.333, 0.667, 1.0])
+        >>> [round(v, 4) for v in out["negative"][0.0].tolist()]  # CE: 0.0181, 0.1269, 2.1269
+        [0.0, 0.008, 0.0639, 1.0]
+        >>> [round(v, 4) for v in out["negative"][2.0].tolist()]  # the hard one dominates more
+        [0.0, 0.0, 0.0011, 1.0]
+    """
+    fn = "focal_loss_cdf"
+    check_float_tensor(fn, "logits", logits)
+    check_tensor(fn, "labels", labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{fn}: labels must be an integer tensor, got dtype {labels.dtype}")
+    if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{fn}: labels must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
+            f"got {tuple(labels.shape)}"
+        )
+    gs = [check_number(fn, "gammas", g, low=0.0) for g in gammas]
+    if not gs:
+        raise ValueError(f"{fn}: gammas must not be empty, got {gammas!r}")
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
+        raise ValueError(f"{fn}: num_points must be an int >= 2, got {num_points!r}")
+
+    k = logits.shape[-1]
+    keep = labels != IGNORE
+    x = logits.detach()[keep].double()  # (n_anchors, K)
+    lab = labels[keep]
+    positive = lab[:, None] == torch.arange(k, device=lab.device)  # (n_anchors, K)
+    x_t = torch.where(positive, x, -x)
+    fractions = torch.linspace(0.0, 1.0, num_points, dtype=torch.float64, device=x.device)
+    out: dict[str, Any] = {"fraction": fractions}
+    for name, mask in (("positive", positive), ("negative", ~positive)):
+        # Highest x_t = easiest = lowest loss first, for every gamma.
+        xt = torch.sort(x_t[mask], descending=True).values
+        ce = torch.nn.functional.softplus(-xt)  # -log p_t
+        q = torch.sigmoid(-xt)  # 1 - p_t
+        out[name] = {g: _cdf_on_grid(ce if g == 0 else q.pow(g) * ce, fractions) for g in gs}
+        out[f"num_{name}"] = int(xt.numel())
+    return out
+
+
+def plot_focal_loss_cdf(
+    result: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None
+) -> None:
+    r"""Draw :func:`focal_loss_cdf`'s curves as the paper's Figure 4 and save them.
+
+    Two panels (positives, negatives), one curve per :math:`\gamma`; the x-axis is the
+    fraction of examples sorted by loss, the y-axis the cumulative normalised loss.
+    Uses matplotlib's ``Agg`` backend (no display needed).
+
+    Args:
+        result: The dict returned by :func:`focal_loss_cdf`.
+        path: Output image path (e.g. ``.png``).
+        title: Optional figure title.
+
+    Raises:
+        ValueError: ``result`` lacks the keys of :func:`focal_loss_cdf`.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> res = focal_loss_cdf(torch.randn(100, 3), torch.randint(-1, 3, (100,)))
+        >>> path = os.path.join(tempfile.mkdtemp(), "cdf.png")
+        >>> plot_focal_loss_cdf(res, path)
+        >>> os.path.getsize(path) > 0
+        True
+    """
+    for key in ("fraction", "positive", "negative"):
+        if key not in result:
+            raise ValueError(f"plot_focal_loss_cdf: result must have key {key!r} (from focal_loss_cdf), got {sorted(result)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frac = torch.as_tensor(result["fraction"]).cpu().numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, name in zip(axes, ("positive", "negative")):
+        for g, curve in result[name].items():
+            ax.plot(frac, torch.as_tensor(curve).cpu().numpy(), label=f"γ = {g:g}")
+        count = result.get(f"num_{name}")
+        ax.set_title(f"{name} samples" + (f" (n = {count:,})" if count is not None else ""))
+        ax.set_xlabel("fraction of samples")
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("cumulative normalized loss")
+    axes[1].legend(loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=120)
+    plt.close(fig)
