@@ -82,7 +82,7 @@ def test_demo_names_each_deviation_from_the_paper() -> None:
 
     text = "\n".join(_demo_deviations(DEMO_MODEL, DEMO_TRAIN))
     for needle in ("128x128 px", "ResNet-18 of width 16", "trainable BatchNorm", "64/64 channels",
-                   "2 convs", "GroupNorm", "anchor base sizes (12, 24, 48, 96, 192)", "adamw lr 0.002",
+                   "2 convs", "GroupNorm", "anchor base sizes (12, 24, 48, 96, 192)", "giou box loss", "adamw lr 0.004",
                    "cosine", "bfloat16", "paper: SGD lr 0.01"):
         assert needle in text, needle
     # The demo model really is that configuration.

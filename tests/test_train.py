@@ -250,3 +250,11 @@ def test_time_limit_stops_early_with_a_checkpoint(tmp_path) -> None:
     assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 1
     with pytest.raises(ValueError, match="time_limit_s must be in"):
         train(Toy(), data, _cfg(tmp_path), time_limit_s=0)
+
+
+def test_data_loader_workers_do_not_change_the_run(tmp_path) -> None:
+    data = SyntheticShapes(num_images=8, image_size=32, seed=2)
+    a, b = Toy(), Toy()
+    train(a, data, _cfg(tmp_path / "a", iterations=3, num_workers=0))
+    train(b, data, _cfg(tmp_path / "b", iterations=3, num_workers=2))
+    assert torch.equal(a.w, b.w) and not torch.equal(a.w, torch.ones(3))
