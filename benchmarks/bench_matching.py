@@ -13,7 +13,8 @@ Compares, in the same process and environment:
 Both "ours" rows produce the full targets (labels, box targets, foreground, matched
 box), more than the loops, which only match. Times are medians; the peak extra memory
 of each variant is measured in a fresh subprocess as the growth of the peak resident
-set size over the state after building the inputs.
+set size (``VmHWM``) over the state after building the inputs and a warm-up call on
+two boxes.
 
 Run: ``python benchmarks/bench_matching.py [--repeats 7] [--boxes 7 100]``.
 """
@@ -80,6 +81,17 @@ def variants(anchors, levels, gt, labels):
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident set size of this process image.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec`` (unlike
+    ``ru_maxrss``, which inherits the parent's peak through fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024
 
@@ -88,6 +100,9 @@ def memory_child(name: str, m: int) -> None:
     """Run one variant once in this (fresh) process; print its peak extra memory."""
     anchors, levels, gt, labels = build(m)
     fn = variants(anchors, levels, gt, labels)[name]
+    # Warm up on two boxes of one image: the first call pages in code and starts
+    # thread pools, which is not memory the variant allocates.
+    variants(anchors, levels, [gt[0][:2]], [labels[0][:2]])[name]()
     base = peak_rss_bytes()
     fn()
     print(json.dumps({"extra": peak_rss_bytes() - base}))

@@ -293,7 +293,7 @@ def test_pair_iou_is_bit_identical_to_box_iou() -> None:
 
 _MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys, torch
+    import json, sys, torch
     from focal_detect.anchors import AnchorGenerator
     from focal_detect.matching import assign_anchors
     torch.set_num_threads(1)
@@ -305,9 +305,16 @@ _MEMORY_SCRIPT = textwrap.dedent(
     boxes = torch.cat((xy, xy + wh), 1)
     labels = torch.zeros(5000, dtype=torch.int64)
     cap = 512 * 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def peak():  # VmHWM starts afresh at exec (ru_maxrss inherits the parent's peak)
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+
+    # warm-up on 50 boxes: paging in code and starting thread pools is not allocation
+    assign_anchors(anchors, [boxes[:50]], [labels[:50]], max_memory_bytes=2**20)
+    before = peak()
     out = assign_anchors(anchors, [boxes], [labels], max_memory_bytes=cap)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = peak()
     print(json.dumps({"n": len(anchors), "extra": after - before,
                       "fg": int(out.foreground.sum())}))
     """
@@ -315,7 +322,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss units are Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_dense_path_memory_stays_under_the_cap() -> None:
     # ~120k anchors x 5000 boxes: the dense matrix alone would take 2.4 GB in float32.
     res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], check=True,
@@ -323,7 +330,8 @@ def test_dense_path_memory_stays_under_the_cap() -> None:
     data = json.loads(res.stdout.strip().splitlines()[-1])
     assert data["n"] == 120087
     assert data["fg"] > 5000
-    assert data["extra"] <= 512 * 2**20, data["extra"] / 2**20
+    # a chunk of the dense IoU is hundreds of MB: the measurement is not vacuous
+    assert 100 * 2**20 < data["extra"] <= 512 * 2**20, data["extra"] / 2**20
 
 
 # -------------------------------------------------------------------------- errors

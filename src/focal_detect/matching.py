@@ -451,7 +451,9 @@ def assign_anchors(
     and operation order as :func:`~focal_detect.boxes.box_iou`, on the coordinates in
     ``anchors``), so the result equals the dense path. Without ``levels`` the dense
     IoU is evaluated for all images at once in anchor chunks whose working set is
-    about ``max_memory_bytes``. No Python loop over images in either path.
+    about ``max_memory_bytes``. No Python loop over images in either path. (With
+    ``low_threshold=0`` every anchor of an image with boxes is decided by its IoU, so
+    the dense path is used even when ``levels`` is given.)
 
     Args:
         anchors: ``(N, 4)`` anchors in ``(x1, y1, x2, y2)``, shared by the images.
@@ -650,7 +652,9 @@ class _Batch:
         """Global index of the best box (lowest on ties) of flat anchors ``b * N + n``."""
         boxes, valid = self.padded()
         out = torch.empty_like(keys)
-        per = max(1, self.budget // max(1, self.m * _DENSE_FLOATS_PER_PAIR * self.anc.element_size()))
+        # the gathered (K, M_max, 4) boxes add four floats per pair to the IoU's plan
+        per_pair = (_DENSE_FLOATS_PER_PAIR + 4) * self.anc.element_size()
+        per = max(1, self.budget // max(1, self.m * per_pair))
         for s in range(0, keys.numel(), per):
             k = keys[s : s + per]
             img = torch.div(k, self.n, rounding_mode="floor")
