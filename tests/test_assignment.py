@@ -397,8 +397,7 @@ def _ok():
     ],
 )
 def test_bad_input_names_the_argument(change, exc, match) -> None:
-    anchors, labels = ANCHORS, None
     boxes, labels = _ok()
-    a, g, lab, kw = change(anchors, boxes, labels)
+    a, g, lab, kw = change(ANCHORS, boxes, labels)
     with pytest.raises(exc, match=match):
         assign_anchors(a, g, lab, **kw)
