@@ -403,3 +403,14 @@ def _loss_in_child(x: torch.Tensor, t: torch.Tensor) -> float:
     L.CHUNK_ELEMENTS = 64
     L._pool_size = lambda: 2
     return sigmoid_focal_loss(x, t, reduction="sum").item()
+
+
+def test_device_agnostic_meta_tensors_give_shapes() -> None:
+    # No hard-coded device: the meta device (shapes only) runs the same code path.
+    x = torch.empty(7, 5, device="meta", requires_grad=True)
+    t = torch.empty(7, 5, device="meta")
+    out = sigmoid_focal_loss(x, t)
+    assert out.shape == (7, 5) and out.device.type == "meta"
+    total = sigmoid_focal_loss(x, t, reduction="mean")
+    total.backward()
+    assert total.shape == () and x.grad.shape == (7, 5) and x.grad.device.type == "meta"

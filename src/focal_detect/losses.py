@@ -26,6 +26,7 @@ are computed in float32 and the result is returned in the input dtype (float32 u
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -68,6 +69,14 @@ _REDUCTIONS = ("none", "mean", "sum")
 #: 2**18 was fastest on the project's 2-core machine (2**16 to 2**20 measured).
 CHUNK_ELEMENTS = 1 << 18
 
+#: Chunk size on accelerators: every op is a kernel launch (~5-10 us), so chunks are
+#: larger there (16 MiB per float32 buffer) to keep launches to a few hundred per call.
+ACCEL_CHUNK_ELEMENTS = 1 << 22
+
+
+def _chunk_elements(device: torch.device) -> int:
+    return CHUNK_ELEMENTS if device.type == "cpu" else max(CHUNK_ELEMENTS, ACCEL_CHUNK_ELEMENTS)
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -94,6 +103,14 @@ def _result_dtype(inputs: Tensor) -> torch.dtype:
         except Exception:  # pragma: no cover - device type without autocast
             pass
     return dt
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Disable autocast for ``device`` (no-op for device types without autocast)."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except (RuntimeError, ValueError):
+        return contextlib.nullcontext()
 
 
 def _check_alpha(fn: str, alpha: object) -> float | None:
@@ -419,7 +436,7 @@ def _chunked(
     x_all = inputs.detach().reshape(-1)
     t_all = targets.detach().reshape(-1)
     n = x_all.numel()
-    chunk = min(CHUNK_ELEMENTS, max(n, 1))
+    chunk = min(_chunk_elements(dev), max(n, 1))
     grad = torch.empty(n, dtype=cd, device=dev) if want_grad else None
     loss = torch.empty(n, dtype=cd, device=dev) if reduction == "none" else None
 
@@ -664,7 +681,7 @@ def sigmoid_focal_loss(
         return _focal_dense_kernel(x, t, a, g, w, lo, go)
 
     rd = _result_dtype(inputs)
-    with torch.autocast(inputs.device.type, enabled=False):
+    with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad)
         return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
 
@@ -811,7 +828,7 @@ def sigmoid_focal_loss_from_labels(
 
     want_grad = _wants_grad(inputs)
     rd = _result_dtype(inputs)
-    with torch.autocast(inputs.device.type, enabled=False):
+    with _no_autocast(inputs.device):
         loss, grad = _labels_chunked(inputs, labels, weights, keep, a, g, reduction, want_grad)
         count = keep.sum() * K
         return _finish(inputs, loss, grad, reduction, count, rd)
@@ -837,7 +854,7 @@ def _labels_chunked(
     factor_all = keep.reshape(-1).to(cd)
     if weights is not None:
         factor_all = factor_all * weights.detach().reshape(-1).to(cd)
-    rows = max(1, CHUNK_ELEMENTS // max(K, 1))
+    rows = max(1, _chunk_elements(dev) // max(K, 1))
     rows = min(rows, max(A, 1))
     grad = torch.empty(A, K, dtype=cd, device=dev) if want_grad else None
     loss = torch.empty(A, K, dtype=cd, device=dev) if reduction == "none" else None
@@ -962,7 +979,7 @@ def sigmoid_focal_loss_star(
         return _focal_star_kernel(x, t, gm, b, a, w, lo, go)
 
     rd = _result_dtype(inputs)
-    with torch.autocast(inputs.device.type, enabled=False):
+    with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad, nbuf=7)
         return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
 
