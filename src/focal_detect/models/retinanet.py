@@ -744,10 +744,15 @@ class RetinaNet(nn.Module):
         return self.head.forward_levels(features)
 
     @staticmethod
-    def feature_sizes(batch_size: tuple[int, int], num_levels: int = 5) -> list[tuple[int, int]]:
-        """``(H_l, W_l)`` of P3 … P7 for a padded input size ``(H, W)`` (the
-        output sizes of the stride-2 convolutions: ``ceil(H / 2^l)``)."""
-        h, w = batch_size
+    def feature_sizes(image_size: tuple[int, int], num_levels: int = 5) -> list[tuple[int, int]]:
+        """``(H_l, W_l)`` of P3 … P7 for a padded batch of size ``(H, W)`` (the
+        output sizes of the stride-2 convolutions: ``ceil(H / 2^l)``).
+
+        Example:
+            >>> RetinaNet.feature_sizes((256, 384))
+            [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+        """
+        h, w = image_size
         out = []
         for level in range(1, 8):
             h, w = (h + 1) // 2, (w + 1) // 2
