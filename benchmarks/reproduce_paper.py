@@ -122,10 +122,10 @@ class Settings:
     preset: str = "demo"
     model_overrides: tuple[tuple[str, Any], ...] = ()
     image_size: int = 128
-    train_images: int = 1000
-    val_images: int = 200
-    batch_size: int = 8
-    steps: int = 300
+    train_images: int = 600
+    val_images: int = 150
+    batch_size: int = 4
+    steps: int = 400
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 50
@@ -134,6 +134,7 @@ class Settings:
     sgd_lr: float = 0.01  # the paper's
     threads: int = 1
     cdf_points: int = 201
+    log_every: int = 100
 
 
 SMOKE = dict(
@@ -146,6 +147,7 @@ SMOKE = dict(
     steps=3,
     warmup_iters=1,
     cdf_points=11,
+    log_every=0,
 )
 
 # ----------------------------------------------------------------------------- data
@@ -281,6 +283,9 @@ def run_one(spec: Spec, settings: Settings, seed: int) -> dict[str, Any]:
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        if settings.log_every and (step + 1) % settings.log_every == 0:
+            print(f"    {spec.name} seed {seed}: step {step + 1}/{steps}, cls {cls:.3f}, box {box:.3f}, "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
     t_train = time.perf_counter() - t0
     params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     record: dict[str, Any] = {
@@ -491,6 +496,43 @@ def figure4_summary(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rst_tables(result: dict[str, Any]) -> str:
+    """The tables of a results JSON as reStructuredText list-tables (for the docs page)."""
+    t = result["summary"]["tables"]
+    lines: list[str] = []
+
+    def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+        lines.extend([f".. list-table:: {title}", "   :header-rows: 1", ""])
+        for row in [header, *rows]:
+            lines.append("   * - " + row[0])
+            lines.extend(f"     - {c}" for c in row[1:])
+        lines.append("")
+
+    if "sec51" in t:
+        rows = []
+        for r in t["sec51"]:
+            first = "; ".join(", ".join(f"{v:g}" for v in s) for s in r["first_cls_losses"])
+            nan = ", ".join("none" if v is None else str(v) for v in r["nan_step"])
+            rows.append([f"``{r['run']}``", first, nan, ", ".join(f"{v:g}" for v in r["final_cls_loss"]), _fmt(*r["AP"])])
+        table("Sec. 5.1: cross entropy with and without the prior init",
+              ["run", "classification loss, steps 0-4", "NaN at step", "final cls. loss", "AP"], rows)
+    titles = {"table1a": "Table 1a: α-balanced CE (γ = 0)", "table1b": "Table 1b: focal loss",
+              "table1d": "Table 1d: OHEM vs FL", "appendixA": "Appendix A: FL* vs FL"}
+    for key, title in titles.items():
+        if key in t:
+            rows = [[r["setting"], "—" if r["paper_AP"] is None else f"{r['paper_AP']:.1f}", _fmt(*r["AP"]),
+                     _fmt(*r["AP50"]), str(r["seeds"])] for r in t[key]]
+            table(title, ["setting", "paper AP (COCO)", "AP (ours)", "AP50 (ours)", "seeds"], rows)
+    if "figure4" in result["summary"]:
+        rows = []
+        for group, by_gamma in result["summary"]["figure4"].items():
+            for g, row in by_gamma.items():
+                rows.append([group, g, *(f"{v:.3f}" for v in row.values())])
+        table("Figure 4: share of the loss carried by the hardest samples",
+              ["samples", "γ", "hardest 1 %", "hardest 10 %", "hardest 20 %"], rows)
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -501,13 +543,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--extra-seeds-for", nargs="*", default=[], help="run names that get --extra-seeds too")
     p.add_argument("--extra-seeds", nargs="*", type=int, default=[])
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 300; smoke 4)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 400; smoke 3)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores // jobs)")
     p.add_argument("--out", default=None, help="JSON results path (default benchmarks/results/reproduce_paper[_smoke].json)")
     p.add_argument("--data-cache", default=tempfile.gettempdir(), help="folder caching the rendered training images ('' = none)")
     p.add_argument("--plot", default=None, help="Figure 4 PNG path (default docs/_static/figure4_cdf.png; none in smoke mode)")
+    p.add_argument("--rst-from", default=None, help="print the tables of a results JSON as reST and exit")
     args = p.parse_args(argv)
+    if args.rst_from:
+        with open(args.rst_from, encoding="utf-8") as fh:
+            print(rst_tables(json.load(fh)))
+        return 0
 
     t0 = time.perf_counter()
     settings = Settings(**SMOKE) if args.smoke else Settings()
