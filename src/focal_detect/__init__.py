@@ -33,6 +33,7 @@ from focal_detect.init import init_conv_, init_prior_bias_, prior_bias
 from focal_detect.losses import (
     FocalLossNormalizer,
     SigmoidFocalLoss,
+    compiled_sigmoid_focal_loss,
     giou_loss,
     l1_loss,
     sigmoid_focal_loss,
@@ -58,6 +59,7 @@ __all__ = [
     "IGNORE",
     # losses
     "sigmoid_focal_loss",
+    "compiled_sigmoid_focal_loss",
     "sigmoid_focal_loss_from_labels",
     "sigmoid_focal_loss_star",
     "SigmoidFocalLoss",

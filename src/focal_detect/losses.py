@@ -48,10 +48,9 @@ from focal_detect._checks import (
 )
 from focal_detect.constants import BACKGROUND, IGNORE
 
-# ``compiled_sigmoid_focal_loss`` (opt-in, below) is public but not yet in ``__all__``:
-# the package re-exports and the API pages follow ``__all__`` and are updated by the lead.
 __all__ = [
     "sigmoid_focal_loss",
+    "compiled_sigmoid_focal_loss",
     "sigmoid_focal_loss_from_labels",
     "sigmoid_focal_loss_star",
     "SigmoidFocalLoss",
