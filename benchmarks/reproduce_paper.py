@@ -549,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="JSON results path (default benchmarks/results/reproduce_paper[_smoke].json)")
     p.add_argument("--data-cache", default=tempfile.gettempdir(), help="folder caching the rendered training images ('' = none)")
     p.add_argument("--plot", default=None, help="Figure 4 PNG path (default docs/_static/figure4_cdf.png; none in smoke mode)")
+    p.add_argument("--runs", nargs="+", default=None, help="train only these run names (of the chosen experiments)")
+    p.add_argument("--merge", nargs="*", default=[], help="results JSON files whose runs join this one's tables")
     p.add_argument("--rst-from", default=None, help="print the tables of a results JSON as reST and exit")
     args = p.parse_args(argv)
     if args.rst_from:
@@ -568,6 +570,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     names: list[str] = []
     for e in args.experiments:
         names += [n for n in EXPERIMENTS[e] if n not in names]
+    if args.runs:
+        unknown = sorted(set(args.runs) - set(names))
+        if unknown:
+            p.error(f"--runs: {unknown} not among the runs of {args.experiments}: {names}")
+        names = [n for n in names if n in args.runs]
+    merged: list[dict[str, Any]] = []
+    merged_from = []
+    for path in args.merge:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+        merged += old["runs"]
+        merged_from.append({"file": os.path.relpath(path), "command": old.get("command"), "total_seconds": old.get("total_seconds")})
     tasks = [(SPECS[n], settings, s) for n in names for s in args.seeds]
     tasks += [(SPECS[n], settings, s) for n in args.extra_seeds_for if n in names for s in args.extra_seeds if s not in args.seeds]
     print(f"reproduce_paper: {len(tasks)} runs ({', '.join(args.experiments)}), {settings.steps} steps of batch "
@@ -588,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
             records = list(pool.map(_run_packed, tasks))
 
+    records = merged + records
     summary = summarise(records)
     print_tables(summary)
     f4 = [r for r in records if "figure4" in r]
@@ -608,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "jobs": jobs,
         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
         "total_seconds": round(total, 1),
+        "merged_from": merged_from,
         "summary": summary,
         "runs": records,
     }
