@@ -848,22 +848,24 @@ class _Grid:
             ).tolist()
             edges = sorted(set([0] + [c for c in cuts if 0 < c < combo.numel()] + [combo.numel()]))
             bounds = list(zip(edges[:-1], edges[1:]))
-        x_lo, y_lo, nx = x_lo.flatten(), y_lo.flatten(), nx.flatten()
+        # Per non-empty window: its box row, first anchor index, row stride (W * A),
+        # column stride (A) and width; each candidate then costs a few gathers.
+        row_c = torch.div(combo, p, rounding_mode="floor")
+        cell = combo - row_c * p
+        a_c = self.a[cell]
+        wa_c = self.w[cell] * a_c
+        nx_c = nx.flatten()[combo]
+        base_c = self.start[cell] + y_lo.flatten()[combo] * wa_c + x_lo.flatten()[combo] * a_c
         for c0, c1 in bounds:
-            cmb = combo[c0:c1]
             cn = cnt[c0:c1]
             tg = int(ends[c1 - 1] - (ends[c0 - 1] if c0 else 0))
-            local = torch.repeat_interleave(torch.arange(cmb.numel(), device=cmb.device), cn, output_size=tg)
-            first = torch.cumsum(cn, 0) - cn
-            off = torch.arange(tg, device=cmb.device) - first[local]
-            cid = cmb[local]
-            w = nx[cid]
-            xx = x_lo[cid] + off % w
-            yy = y_lo[cid] + torch.div(off, w, rounding_mode="floor")
-            row = torch.div(cid, p, rounding_mode="floor")
-            cell = cid - row * p
-            idx = self.start[cell] + (yy * self.w[cell] + xx) * self.a[cell]
-            yield row, idx
+            local = torch.repeat_interleave(torch.arange(c0, c1, device=cn.device), cn, output_size=tg)
+            first = (ends[c0:c1] - cn)[local - c0]
+            off = torch.arange(tg, device=cn.device).add_(ends[c0 - 1] if c0 else 0).sub_(first)
+            w = nx_c[local]
+            q = torch.div(off, w, rounding_mode="floor")
+            idx = base_c[local] + q * wa_c[local] + (off - q * w) * a_c[local]
+            yield row_c[local], idx
 
 
 def _match_windowed(
