@@ -1012,16 +1012,6 @@ class RetinaNet(nn.Module):
             all_labels.append(top_idx - slot * k)
             d = torch.gather(deltas, 1, anchor_idx[..., None].expand(*anchor_idx.shape, 4))
             all_boxes.append(self.box_coder.decode(d.float(), anchors[anchor_idx]))
-        if not all_scores:
-            empty = [
-                {
-                    "boxes": torch.zeros((0, 4), device=device),
-                    "scores": torch.zeros((0,), dtype=cls_levels[0].dtype, device=device),
-                    "labels": torch.zeros((0,), dtype=torch.int64, device=device),
-                }
-                for _ in range(b)
-            ]
-            return empty
         boxes = torch.cat(all_boxes, dim=1)  # (B, C, 4)
         scores = torch.cat(all_scores, dim=1)  # (B, C), -1 where empty
         labels = torch.cat(all_labels, dim=1)
