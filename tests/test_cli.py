@@ -148,3 +148,20 @@ def test_console_script_is_declared() -> None:
     with open(os.path.join(root, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts["focal-detect"] == "focal_detect.cli:main"
+
+
+def test_calibration_fits_the_step_count_to_the_budget(capsys) -> None:
+    from focal_detect.cli import _calibrate_iterations
+    from focal_detect.data import SyntheticShapes
+
+    threads = torch.get_num_threads()
+    ds = SyntheticShapes(num_images=8, image_size=32, seed=0, cache=True)
+    settings = {"time_budget_s": 1e-6, "batch_size": 2, "amp": False, "max_iterations": 500}
+    try:
+        assert _calibrate_iterations(build_model(5, "tiny", size_divisible=32), ds, settings) == 50  # floor
+        assert _calibrate_iterations(build_model(5, "tiny", size_divisible=32), ds,
+                                     {**settings, "time_budget_s": 1e6}) == 500  # cap
+        assert torch.get_num_threads() in {1, threads}
+    finally:
+        torch.set_num_threads(threads)
+    assert "steps fit the" in capsys.readouterr().out

@@ -432,7 +432,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     elif args.quick:
         iterations = QUICK_ITERATIONS
     else:
-        iterations = _calibrate_iterations(model, train_ds, settings)
+        iterations = _calibrate_iterations(model, train_ds, settings, choose_threads=not args.threads)
     config = TrainConfig(
         iterations=iterations,
         batch_size=settings["batch_size"],
@@ -479,11 +479,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate_iterations(model: torch.nn.Module, dataset: Any, settings: Mapping[str, Any]) -> int:
+def _calibrate_iterations(
+    model: torch.nn.Module, dataset: Any, settings: Mapping[str, Any], choose_threads: bool = True
+) -> int:
     """Time rendering and a few training steps (on a copy), fit the step count to the budget.
 
     Rendering is paid once per training image (the set is cached), a step every step:
-    ``n_steps * t_step + min(n_steps * B, n_images) * t_render = budget``.
+    ``n_steps * t_step + min(n_steps * B, n_images) * t_render = budget``. With
+    ``choose_threads`` it also times one thread against the default count and keeps the
+    faster: on a machine busy with other work, several OpenMP threads that wait for
+    each other can be several times slower than one.
     """
     import copy
 
@@ -495,23 +500,33 @@ def _calibrate_iterations(model: torch.nn.Module, dataset: Any, settings: Mappin
     t_render = (time.perf_counter() - t) / batch
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
-    times = []
-    for _ in range(4):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
-            loss = sum(probe(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    t_step = sorted(times[1:])[1] * 1.05  # median of the warm steps, + logging overhead
+
+    def step_time(threads: int) -> float:
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(4):
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
+                loss = sum(probe(images, targets).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        return sorted(times[1:])[1]  # median of the warm steps
+
+    default = torch.get_num_threads()
+    timed = {n: step_time(n) for n in sorted({default, 1} if choose_threads else {default}, reverse=True)}
+    threads = min(timed, key=timed.__getitem__)
+    torch.set_num_threads(threads)
+    t_step = timed[threads] * 1.05  # + logging overhead
     render_all = len(dataset) * t_render
     n = (budget - render_all) / t_step
     if n * batch < len(dataset):  # fewer samples than images: not every image gets rendered
         n = budget / (t_step + batch * t_render)
     n = int(min(settings["max_iterations"], max(50, n)))
-    print(f"Calibration: {t_step:.3f} s per step, {1000 * t_render:.1f} ms to render an image "
-          f"-> {n} steps fit the {budget:.0f} s training budget")
+    per = ", ".join(f"{k} thread(s) {v:.3f} s" for k, v in timed.items())
+    print(f"Calibration: {per} per step -> {threads} thread(s); {1000 * t_render:.1f} ms to render an "
+          f"image -> {n} steps fit the {budget:.0f} s training budget")
     return n
 
 
