@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -495,27 +496,36 @@ def _calibrate_iterations(
     from focal_detect.data import collate_detection
 
     budget, batch = settings["time_budget_s"], settings["batch_size"]
+    n_probe = min(batch, len(dataset) // 2)
+    images, targets = collate_detection([dataset[i] for i in range(n_probe)])  # warm-up (and cache)
     t = time.perf_counter()
-    images, targets = collate_detection([dataset[i] for i in range(batch)])  # also fills the cache
-    t_render = (time.perf_counter() - t) / batch
+    collate_detection([dataset[i] for i in range(n_probe, 2 * n_probe)])
+    t_render = (time.perf_counter() - t) / n_probe
+    images, targets = collate_detection([dataset[i % (2 * n_probe)] for i in range(batch)])
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
 
-    def step_time(threads: int) -> float:
+    def one_step() -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
+            loss = sum(probe(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t
+
+    def step_time(threads: int, give_up: float = math.inf) -> float:
         torch.set_num_threads(threads)
-        times = []
-        for _ in range(4):
-            t = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
-                loss = sum(probe(images, targets).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t)
-        return sorted(times[1:])[1]  # median of the warm steps
+        if one_step() > 3 * give_up:  # warm-up step; hopelessly slow: do not time further
+            return math.inf
+        return min(one_step(), one_step())
 
     default = torch.get_num_threads()
-    timed = {n: step_time(n) for n in sorted({default, 1} if choose_threads else {default}, reverse=True)}
+    if choose_threads and default > 1:
+        timed = {1: step_time(1)}
+        timed[default] = step_time(default, give_up=timed[1])
+    else:
+        timed = {default: step_time(default)}
     threads = min(timed, key=timed.__getitem__)
     torch.set_num_threads(threads)
     t_step = timed[threads] * 1.05  # + logging overhead
@@ -524,7 +534,8 @@ def _calibrate_iterations(
     if n * batch < len(dataset):  # fewer samples than images: not every image gets rendered
         n = budget / (t_step + batch * t_render)
     n = int(min(settings["max_iterations"], max(50, n)))
-    per = ", ".join(f"{k} thread(s) {v:.3f} s" for k, v in timed.items())
+    per = ", ".join(f"{k} thread(s) {v:.3f} s" if math.isfinite(v) else f"{k} thread(s) too slow"
+                    for k, v in timed.items())
     print(f"Calibration: {per} per step -> {threads} thread(s); {1000 * t_render:.1f} ms to render an "
           f"image -> {n} steps fit the {budget:.0f} s training budget")
     return n
