@@ -136,6 +136,9 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
     rc = main(["train", "--config", str(cfg), "--synthetic", "8", "--image-size", "32"])
     assert rc == 2
     assert "unknown option(s) ['learning_rate']" in capsys.readouterr().err
+    rc = main(["train", "--train-images", str(tmp_path)])
+    assert rc == 2
+    assert "data.train_annotations (or --train-annotations, or --synthetic N) is required" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0

@@ -270,7 +270,7 @@ def _datasets(data: Mapping[str, Any]):  # type: ignore[no-untyped-def]
         return train_ds, val_ds
     for key in ("train_images", "train_annotations"):
         if key not in data:
-            raise SystemExit(f"focal-detect train: data.{key} (or --{key.replace('_', '-')}) is required")
+            raise ValueError(f"data.{key} (or --{key.replace('_', '-')}, or --synthetic N) is required")
     train_ds = CocoDetection(data["train_images"], data["train_annotations"])
     val_ds = None
     if data.get("val_images") and data.get("val_annotations"):
@@ -307,11 +307,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(train_cfg)
 
     rank, world = _init_distributed()
+    if world > 1:
+        # The foreground count must be all-reduced for DDP to reproduce the global loss.
+        model_cfg["distributed"] = True
     train_ds, val_ds = _datasets(data)
     model = build_model(train_ds.num_classes, preset, **model_cfg)
-    if world > 1 and not model.config.distributed:
-        # The foreground count must be all-reduced for DDP to reproduce the global loss.
-        model = build_model(train_ds.num_classes, preset, **{**model_cfg, "distributed": True})
     if rank == 0:
         print(f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
               f"global batch {config.batch_size * world}, lr {config.global_lr(world):g}")
