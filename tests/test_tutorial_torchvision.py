@@ -61,3 +61,18 @@ def test_training_with_focal_detect_loss_lowers_it_and_inference_still_works() -
     with torch.no_grad():
         detections = model(images)
     assert len(detections) == 2 and set(detections[0]) == {"boxes", "scores", "labels"}
+
+
+def test_matcher_is_a_drop_in_for_torchvisions_proposal_matcher() -> None:
+    """The tutorial's other route: keep torchvision's loss, swap in our Matcher only."""
+    from focal_detect.matching import Matcher
+
+    tutorial = _tutorial()
+    torch.manual_seed(0)
+    model = tutorial.tiny_retinanet().train()
+    images, targets = tutorial.demo_batch()
+    reference = model(images, targets)
+    model.proposal_matcher = Matcher(0.5, 0.4, True, min_low_quality_iou=None)
+    ours = model(images, targets)
+    for key in reference:
+        torch.testing.assert_close(ours[key], reference[key], rtol=0, atol=0)
