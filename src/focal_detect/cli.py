@@ -497,11 +497,7 @@ def _calibrate_iterations(
 
     budget, batch = settings["time_budget_s"], settings["batch_size"]
     n_probe = min(batch, len(dataset) // 2)
-    images, targets = collate_detection([dataset[i] for i in range(n_probe)])  # warm-up (and cache)
-    t = time.perf_counter()
-    collate_detection([dataset[i] for i in range(n_probe, 2 * n_probe)])
-    t_render = (time.perf_counter() - t) / n_probe
-    images, targets = collate_detection([dataset[i % (2 * n_probe)] for i in range(batch)])
+    images, targets = collate_detection([dataset[i % n_probe] for i in range(batch)])  # fills the cache
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
 
@@ -528,6 +524,9 @@ def _calibrate_iterations(
         timed = {default: step_time(default)}
     threads = min(timed, key=timed.__getitem__)
     torch.set_num_threads(threads)
+    t = time.perf_counter()  # rendering, timed with the thread count training will use
+    collate_detection([dataset[i] for i in range(n_probe, 2 * n_probe)])
+    t_render = (time.perf_counter() - t) / n_probe
     t_step = timed[threads] * 1.05  # + logging overhead
     render_all = len(dataset) * t_render
     n = (budget - render_all) / t_step
