@@ -38,20 +38,17 @@ from focal_detect.constants import BACKGROUND, IGNORE
 __all__ = ["ohem_sample"]
 
 
-def _rank_within(scores: Tensor, eligible: Tensor) -> Tensor:
-    """Per row, the rank (0 = highest score) of every eligible entry among the
-    eligible entries of its row; ineligible entries get rank ``N`` (never chosen).
-
-    Ties keep the lower index first (stable sort), so the result is deterministic.
-    """
+def _top(scores: Tensor, eligible: Tensor, k: Tensor | int) -> Tensor:
+    """Per row, the ``k`` (per row, ``(B, 1)``, or one int) highest-scoring eligible
+    entries; ties keep the lower index first (stable sort), so the result is
+    deterministic."""
     n = scores.shape[-1]
     key = torch.where(eligible, scores, torch.full_like(scores, -torch.inf))
-    # Stable sort by descending key: among equal keys the lower index comes first.
     order = torch.sort(key, dim=-1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(n, device=scores.device).expand_as(order))
-    # Losses are >= 0, so eligible entries (key > -inf) sort before ineligible ones.
-    return torch.where(eligible, rank, torch.full_like(rank, n))
+    # Losses are >= 0, so eligible entries (key > -inf) rank before ineligible ones.
+    return eligible & (rank < k)
 
 
 def ohem_sample(
@@ -164,15 +161,15 @@ def ohem_sample(
         candidate = candidate & survived.view(b, n)
 
     if frac is None:
-        return _finish(_rank_within(scores, candidate) < batch_size_per_image, squeeze)
+        return _finish(_top(scores, candidate, batch_size_per_image), squeeze)
 
     fg = candidate & (labels >= 0)
     bg = candidate & (labels == BACKGROUND)
     max_fg = int(frac * batch_size_per_image)
     num_fg = fg.sum(dim=1).clamp(max=max_fg)  # (B,)
     num_bg = (batch_size_per_image - num_fg)[:, None]
-    chosen_fg = _rank_within(scores, fg) < num_fg[:, None]
-    chosen_bg = _rank_within(scores, bg) < num_bg
+    chosen_fg = _top(scores, fg, num_fg[:, None])
+    chosen_bg = _top(scores, bg, num_bg)
     return _finish(chosen_fg | chosen_bg, squeeze)
 
 
