@@ -272,7 +272,7 @@ def run_one(spec: Spec, settings: Settings, seed: int) -> dict[str, Any]:
         idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         batch = images[idx].float() / 255
         losses = model(batch, [targets[i] for i in idx.tolist()])
-        cls, box = float(losses["classification"]), float(losses["bbox_regression"])
+        cls, box = float(losses["classification"].detach()), float(losses["bbox_regression"].detach())
         history.append([cls, box])
         loss = losses["classification"] + losses["bbox_regression"]
         if not math.isfinite(cls + box):

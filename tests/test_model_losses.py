@@ -118,7 +118,7 @@ def test_training_steps_lower_the_loss(kw: dict[str, object]) -> None:
         losses = model(images, targets)
         total = losses["classification"] + losses["bbox_regression"]
         assert torch.isfinite(total)
-        first = float(total) if first is None else first
+        first = float(total.detach()) if first is None else first
         opt.zero_grad()
         total.backward()
         opt.step()
