@@ -130,8 +130,8 @@ def test_training_steps_lower_the_loss(kw: dict[str, object]) -> None:
 def test_prior_half_is_the_standard_zero_bias_and_makes_the_first_ce_loss_large() -> None:
     ce = {"focal_gamma": 0.0, "focal_alpha": None}
     no_prior, prior = _model(prior=0.5, **ce), _model(**ce)
-    assert float(no_prior.head.cls_logits.bias.abs().max()) == 0.0
-    assert float(prior.head.cls_logits.bias[0]) == pytest.approx(prior_bias(0.01))
+    assert float(no_prior.head.cls_logits.bias.detach().abs().max()) == 0.0
+    assert float(prior.head.cls_logits.bias.detach()[0]) == pytest.approx(prior_bias(0.01))
     images, targets = _batch()
     with torch.no_grad():
         l_no = float(no_prior(images, targets)["classification"])
