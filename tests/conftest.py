@@ -28,3 +28,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# The golden-value generators under tests/data/ import torchvision (they are run by hand
+# in a peer environment); they are not tests and must not be collected or doctested.
+collect_ignore_glob = ["data/*.py"]
