@@ -170,11 +170,21 @@ class TrainConfig:
 
     @property
     def milestone_steps(self) -> tuple[int, ...]:
-        """The steps at which the step schedule decays the lr."""
+        """The steps at which the step schedule decays the lr.
+
+        Example:
+            >>> TrainConfig(iterations=900).milestone_steps
+            (600, 800)
+        """
         return tuple(int(round(m * self.iterations)) for m in self.milestones)
 
     def global_lr(self, world_size: int = 1) -> float:
-        """Base lr for ``world_size`` processes (``lr`` if set, else :func:`paper_lr`)."""
+        """Base lr for ``world_size`` processes (``lr`` if set, else :func:`paper_lr`).
+
+        Example:
+            >>> TrainConfig(batch_size=2).global_lr(world_size=8), TrainConfig(lr=0.1).global_lr(8)
+            (0.01, 0.1)
+        """
         return self.lr if self.lr is not None else paper_lr(self.batch_size * world_size)
 
     @classmethod
@@ -425,6 +435,10 @@ class TrainResult:
         history: Logged metric rows.
         checkpoint: Path of the last checkpoint written (``None`` if none).
         seconds: Wall time of this call.
+
+    Example:
+        >>> TrainResult(step=3).history
+        []
     """
 
     step: int

@@ -295,7 +295,13 @@ class SyntheticShapes(Dataset):
         return self.num_images
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(image uint8 (S, S, 3), boxes (M, 4), labels (M,))`` of one item, untransformed."""
+        """``(image uint8 (S, S, 3), boxes (M, 4), labels (M,))`` of one item, untransformed.
+
+        Example:
+            >>> img, boxes, labels = SyntheticShapes(num_images=1, image_size=32).raw(0)
+            >>> img.shape, boxes.shape == (len(labels), 4)
+            ((32, 32, 3), True)
+        """
         if not 0 <= index < self.num_images:
             raise IndexError(f"SyntheticShapes: index must be in [0, {self.num_images}), got {index}")
         if self._cache is not None and index in self._cache:

@@ -138,7 +138,12 @@ class SeededAugment(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose randomness the next items use."""
+        """Select the epoch whose randomness the next items use.
+
+        Example:
+            >>> aug = SeededAugment([], RandomHorizontalFlip(), seed=1); aug.set_epoch(3); aug.epoch
+            3
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
