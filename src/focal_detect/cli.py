@@ -449,6 +449,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         checkpoint_every=0,
         output_dir=os.path.join(out, "train"),
         seed=args.seed,
+        device="cpu",  # the configuration (and its calibration) is a CPU one
         progress=not args.no_progress,
     )
     print(f"Training {iterations} steps of {config.batch_size} images ...")
