@@ -204,6 +204,8 @@ def test_torchvision_tutorial_loss_matches_golden() -> None:
 
 
 def test_coco_tutorial_config_builds_the_configs_it_claims() -> None:
+    if sys.version_info < (3, 11):
+        pytest.importorskip("tomli")  # TOML reader before Python 3.11 (the train extra)
     from focal_detect.cli import load_config_file
     from focal_detect.engine import TrainConfig
     from focal_detect.models import RetinaNetConfig
