@@ -1,7 +1,7 @@
 """focal-detect: the pieces of RetinaNet (Lin et al. 2017), exact and fast.
 
 Importing the package loads only the low-level ops (losses, init, boxes, anchors,
-matching, coding), all re-exported here; the reference model lives in
+matching, coding, sampling, analysis), all re-exported here; the reference model lives in
 :mod:`focal_detect.models` and the training tools in :mod:`focal_detect.data`,
 :mod:`focal_detect.engine` and :mod:`focal_detect.evaluation`, imported only when
 asked for.
@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from focal_detect.analysis import focal_loss_cdf, plot_focal_loss_cdf
 from focal_detect.anchors import CONVENTIONS, AnchorGenerator, AnchorLevel
 from focal_detect.boxes import (
     batched_nms,
@@ -50,6 +51,8 @@ from focal_detect.matching import (
     assign_anchors,
     match_anchors,
 )
+
+from focal_detect.sampling import ohem_sample
 
 __version__ = "0.1.0"
 
@@ -98,5 +101,9 @@ __all__ = [
     "AnchorAssignment",
     "assign_anchors",
     "AnchorAssigner",
+    # sampling and analysis (the paper's OHEM baseline and Figure 4)
+    "ohem_sample",
+    "focal_loss_cdf",
+    "plot_focal_loss_cdf",
     "__version__",
 ]
