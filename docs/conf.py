@@ -72,9 +72,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(optional|default|callable|array_like|tensor|scalar)"),
 ]
 
-# Private helpers named in public docstrings (no page of their own). Keep this short;
-# prefer a plain ``literal`` in the docstring.
-nitpick_ignore = [("py:func", "_demo_deviations")]  # focal_detect.cli.DEMO_MODEL
+# Private helpers named in public docstrings would go here (none: use a plain
+# ``literal`` in the docstring instead).
+nitpick_ignore: list[tuple[str, str]] = []
 
 # -- autodoc / autosummary / napoleon ----------------------------------------------
 

@@ -41,7 +41,7 @@ __all__ = ["DEMO_MODEL", "DEMO_TRAIN", "build_model", "load_config_file", "load_
 MODEL_FORMAT = "focal-detect-model"
 
 #: Model settings of ``focal-detect demo`` (a CPU configuration; deviations from the
-#: paper are listed by :func:`_demo_deviations`). ``num_classes`` comes from the data.
+#: paper are listed by ``_demo_deviations``). ``num_classes`` comes from the data.
 DEMO_MODEL: dict[str, Any] = {
     "backbone_depth": 18,
     "backbone_width": 16,
