@@ -253,7 +253,11 @@ def main() -> None:
           f"clock={'process CPU time' if args.cpu_time else 'wall'}")
 
     if not args.skip_check:
-        tv, ours = build(args.size, bool(args.channels_last))
+        # Exactness is checked in the default (contiguous) layout, where the two models run
+        # the same kernels. channels_last changes the convolutions' float rounding (scores
+        # differ by ~5e-7), which can swap near-tied candidates among thousands that pass
+        # the score threshold, so an element-wise box comparison would be meaningless there.
+        tv, ours = build(args.size, False)
         raise_class_bias(tv, ours)
         images, targets = make_batch(2, args.size)
         print("R50 interop check (same weights, batch 2):", check(tv, ours, images, targets))
