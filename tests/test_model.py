@@ -513,6 +513,16 @@ def test_bad_targets_raise_value_error_naming_the_argument(target: dict, match: 
         model([torch.rand(3, 64, 64)], [target])
 
 
+def test_bad_target_in_a_later_image_is_named_by_its_index() -> None:
+    # The values of the whole batch are checked at once; the message still names the image.
+    model = tiny().train()
+    good = _target([[0, 0, 10, 10]], [0])
+    empty = _target([], [])
+    bad = _target([[0, 0, 10, 10], [5, 5, 4, 9]], [1, 2])
+    with pytest.raises(ValueError, match=r"targets\[2\]\['boxes'\] must have x2 >= x1.*at row 1"):
+        model([torch.rand(3, 64, 64)] * 3, [good, empty, bad])
+
+
 def test_bad_images_and_missing_targets_raise() -> None:
     model = tiny().train()
     with pytest.raises(ValueError, match="targets must be given"):

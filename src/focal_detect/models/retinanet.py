@@ -616,22 +616,49 @@ class RetinaNet(nn.Module):
                         f"{fn}: targets[{i}]['iscrowd'] must be a tensor of shape (M,) with "
                         f"M = {boxes.shape[0]}, got {getattr(crowd, 'shape', type(crowd).__name__)}"
                     )
-            if boxes.numel():
-                if not bool(torch.isfinite(boxes).all()):
-                    raise ValueError(f"{fn}: targets[{i}]['boxes'] must be finite, got NaN or infinity")
-                if bool((boxes[:, 2:] < boxes[:, :2]).any()):
-                    j = int((boxes[:, 2:] < boxes[:, :2]).any(1).nonzero()[0, 0])
-                    raise ValueError(
-                        f"{fn}: targets[{i}]['boxes'] must have x2 >= x1 and y2 >= y1, "
-                        f"got {boxes[j].tolist()} at row {j}"
-                    )
-                if bool(((labels < 0) | (labels >= k)).any()):
-                    raise ValueError(
-                        f"{fn}: targets[{i}]['labels'] must be in [0, {k}), got "
-                        f"min {int(labels.min())}, max {int(labels.max())}"
-                    )
             out.append(dict(t))
+        self._check_target_values(out, k)
         return out
+
+    @staticmethod
+    def _check_target_values(targets: list[dict[str, Tensor]], k: int) -> None:
+        """Finite boxes with ``x2 >= x1, y2 >= y1`` and labels in ``[0, K)``.
+
+        One device synchronisation for the whole batch; only when something is wrong
+        are the images inspected one by one to name the first offending one.
+        """
+        fn = "RetinaNet"
+        nonempty = [t for t in targets if t["boxes"].numel()]
+        if not nonempty:
+            return
+        device = nonempty[0]["boxes"].device
+        if all(t["boxes"].device == device and t["labels"].device == device for t in nonempty):
+            boxes = torch.cat([t["boxes"].float() for t in nonempty])
+            labels = torch.cat([t["labels"] for t in nonempty])
+            bad = (
+                ~torch.isfinite(boxes).all()
+                | (boxes[:, 2:] < boxes[:, :2]).any()
+                | ((labels < 0) | (labels >= k)).any()
+            )
+            if not bool(bad):
+                return
+        for i, t in enumerate(targets):
+            boxes, labels = t["boxes"], t["labels"]
+            if not boxes.numel():
+                continue
+            if not bool(torch.isfinite(boxes).all()):
+                raise ValueError(f"{fn}: targets[{i}]['boxes'] must be finite, got NaN or infinity")
+            if bool((boxes[:, 2:] < boxes[:, :2]).any()):
+                j = int((boxes[:, 2:] < boxes[:, :2]).any(1).nonzero()[0, 0])
+                raise ValueError(
+                    f"{fn}: targets[{i}]['boxes'] must have x2 >= x1 and y2 >= y1, "
+                    f"got {boxes[j].tolist()} at row {j}"
+                )
+            if bool(((labels < 0) | (labels >= k)).any()):
+                raise ValueError(
+                    f"{fn}: targets[{i}]['labels'] must be in [0, {k}), got "
+                    f"min {int(labels.min())}, max {int(labels.max())}"
+                )
 
     def _eval_min_size(self) -> int:
         m = self.config.min_size
