@@ -335,6 +335,25 @@ def test_torchvision_live_parity(dtype: torch.dtype) -> None:
         assert torch.equal(gen(fs, dtype=dtype), ref)
 
 
+@pytest.mark.parametrize("padded", [(800, 1088), (800, 1216), (1088, 800), (800, 1024), (768, 1024)])
+def test_torchvision_live_parity_derived_strides(padded: tuple[int, int]) -> None:
+    # torchvision's default transform pads to a multiple of 32, not 128: its strides at
+    # P6/P7 are then image // feature (61, 114 ... at 800 px), reproduced by derive_strides.
+    pytest.importorskip("torchvision")
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in PAPER_SIZES)
+    tv = TVAnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    gen = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+    fs = gen.feature_sizes_for(padded)
+    feats = [torch.zeros(1, 1, h, w) for h, w in fs]
+    ref = tv(ImageList(torch.zeros(1, 3, *padded), [padded]), feats)[0]
+    assert torch.equal(gen(fs, image_size=padded), ref)
+    nominal = AnchorGenerator.from_preset("torchvision")(fs)
+    assert torch.equal(nominal, ref) == (padded[0] % 128 == 0 and padded[1] % 128 == 0)
+
+
 # ----------------------------------------------------------------------------- detectron2
 
 
@@ -683,3 +702,106 @@ def test_scale_major_override_permutes_the_same_cells() -> None:
     perm = [i * 3 + j for j in range(3) for i in range(3)]  # (scale j, ratio i) -> ratio-major index
     assert torch.equal(sm, rm[perm])
     assert not torch.equal(sm, rm)
+
+
+# ------------------------------------------------------ per-axis and derived strides
+
+
+def _loop_anchors_hw(gen: AnchorGenerator, feature_sizes, image_size=None, dtype=torch.float64):
+    """Plain loop with separate strides per axis (documented AnchorLevel identity)."""
+    rows = []
+    levels = gen.levels(feature_sizes, dtype=dtype, image_size=image_size)
+    for lvl, (h, w) in enumerate(feature_sizes):
+        lv, cells = levels[lvl], gen.cell_anchors(lvl, dtype=dtype)
+        for y in range(h):
+            for x in range(w):
+                t = torch.tensor([x * lv.stride_w + lv.shift_x, y * lv.stride_h + lv.shift_y] * 2, dtype=dtype)
+                rows.extend(cells[a] + t for a in range(cells.shape[0]))
+    return torch.stack(rows)
+
+
+def test_stride_pair_is_height_then_width() -> None:
+    gen = AnchorGenerator(sizes=(8,), scales=(1.0,), ratios=(1.0,), strides=((16, 8),), offset=0.5)
+    lv = gen.levels([(2, 3)])[0]
+    assert (lv.stride_h, lv.stride_w, lv.shift_y, lv.shift_x) == (16, 8, 8.0, 4.0)
+    # centres: x in {4, 12, 20} (stride 8), y in {8, 24} (stride 16)
+    centres = (gen([(2, 3)])[:, :2] + gen([(2, 3)])[:, 2:]) / 2
+    assert centres.tolist() == [[4.0, 8.0], [12.0, 8.0], [20.0, 8.0], [4.0, 24.0], [12.0, 24.0], [20.0, 24.0]]
+    assert gen.strides == ((16, 8),)
+    assert gen.feature_sizes_for((33, 33)) == [(3, 5)]
+    with pytest.raises(ValueError, match="stride_h and stride_w must be equal"):
+        _ = lv.stride
+    with pytest.raises(ValueError, match="shift_y and shift_x must be equal"):
+        _ = lv.shift
+    # an equal pair is the same as an int
+    assert AnchorGenerator(strides=(8, 16, (32, 32), 64, 128)).strides == (8, 16, 32, 64, 128)
+
+
+@pytest.mark.parametrize("name", ["paper", "torchvision", "detectron2", "mmdetection", "keras-retinanet"])
+def test_per_axis_strides_follow_the_documented_identity(name: str) -> None:
+    gen = AnchorGenerator.from_preset(name, strides=(8, (16, 12), 32, (64, 40), 128))
+    sizes = [(3, 4), (2, 3), (2, 2), (1, 2), (1, 1)]
+    assert torch.equal(gen(sizes, dtype=torch.float64), _loop_anchors_hw(gen, sizes))
+
+
+def test_mmdetection_stride_pairs_swap_to_height_width() -> None:
+    # mmdet AnchorGenerator(strides=[(stride_w, stride_h)]) = [(10, 20)]: base size
+    # min(10, 20) = 10, shift_x = x * 10, shift_y = y * 20 (its grid_priors). Here the
+    # same level is strides=[(20, 10)] (height first).
+    gen = AnchorGenerator.from_preset("mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=((20, 10),))
+    assert gen.cell_anchors(0).tolist() == [[-5.0, -5.0, 5.0, 5.0]]
+    assert gen([(2, 2)]).tolist() == [
+        [-5.0, -5.0, 5.0, 5.0], [5.0, -5.0, 15.0, 5.0], [-5.0, 15.0, 5.0, 25.0], [5.0, 15.0, 15.0, 25.0]
+    ]
+
+
+def test_derived_strides_are_torchvisions_rule() -> None:
+    # torchvision AnchorGenerator.forward: stride = image_size // feature_size per axis,
+    # image_size the padded batch (800 x 1216 for a 427 x 640 COCO image at min_size 800).
+    tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+    sizes = tv.feature_sizes_for((800, 1216))
+    assert sizes == [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+    assert tv.level_strides(sizes, image_size=(800, 1216)) == [(8, 8), (16, 16), (32, 32), (61, 64), (114, 121)]
+    lv = tv.levels(sizes, image_size=(800, 1216))[3]
+    anchors = tv(sizes, image_size=(800, 1216))
+    # last P6 anchor, cell 4 (ratio 1, scale 2**(1/3)): cell + (18 * 64, 12 * 61)
+    cell = tv.cell_anchors(3)[4]
+    assert torch.equal(anchors[lv.end - 5], cell + torch.tensor([1152.0, 732.0, 1152.0, 732.0]))
+    # the nominal generator puts it at (18 * 64, 12 * 64): 36 px lower
+    nominal = AnchorGenerator.from_preset("torchvision")
+    assert float(nominal(sizes)[lv.end - 5, 1] - anchors[lv.end - 5, 1]) == 36.0
+    # a multiple of 128 gives the nominal strides
+    same = tv.feature_sizes_for((768, 1024))
+    assert torch.equal(tv(same, image_size=(768, 1024)), nominal(same))
+
+
+def test_derived_strides_cache_key_includes_the_image_size() -> None:
+    tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+    sizes = [(100, 136), (50, 68), (25, 34), (13, 17), (7, 9)]
+    a = tv(sizes, image_size=(800, 1088))
+    b = tv(sizes, image_size=(800, 1100))  # same feature sizes, W // 9 = 122 at P7
+    assert a is tv(sizes, image_size=(800, 1088))
+    assert not torch.equal(a, b)
+    assert tv.level_strides(sizes, image_size=(800, 1100))[4] == (114, 122)
+    assert float(b[-1, 0] - a[-1, 0]) == 8 * 2  # x = 8 columns * (122 - 120)
+
+
+def test_derived_stride_errors() -> None:
+    tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+    sizes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
+    with pytest.raises(ValueError, match="image_size must be given when strides are derived"):
+        tv(sizes)
+    with pytest.raises(ValueError, match=r"image_size must be at least every feature size.*feature_sizes\[0\]"):
+        tv.levels(sizes, image_size=(3, 64))
+    with pytest.raises(ValueError, match="image_size must be a pair"):
+        tv.grid_anchors(sizes, image_size=(32,))
+    with pytest.raises(TypeError, match="derive_strides must be a bool"):
+        AnchorGenerator(derive_strides=1)
+    with pytest.raises(ValueError, match="strides must be square with convention 'detectron'"):
+        AnchorGenerator.from_preset("detectron", strides=(8, 16, 32, 64, (128, 64)))
+    with pytest.raises(ValueError, match=r"strides\[1\] must be an int or a \(stride_h, stride_w\) pair"):
+        AnchorGenerator(strides=(8, (16, 16, 16), 32, 64, 128))
+    with pytest.raises(ValueError, match=r"strides\[4\]\[1\] must be positive"):
+        AnchorGenerator(strides=(8, 16, 32, 64, (128, 0)))
+    # nominal generators check but do not need image_size
+    assert torch.equal(AnchorGenerator()(sizes, image_size=(32, 32)), AnchorGenerator()(sizes))

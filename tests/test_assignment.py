@@ -411,3 +411,64 @@ def test_bad_input_names_the_argument(change, exc, match) -> None:
     a, g, lab, kw = change(ANCHORS, boxes, labels)
     with pytest.raises(exc, match=match):
         assign_anchors(a, g, lab, **kw)
+
+
+# ------------------------------------------------ per-axis and derived strides (issue 10)
+
+# torchvision's rule on a 224 x 288 padded batch: P6 4 x 5 cells -> strides (56, 57), P7
+# 2 x 3 -> (112, 96); a nominal-stride window would miss or misplace those anchors.
+TV_DERIVED = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+TV_IMAGE = (224, 288)
+TV_SIZES = TV_DERIVED.feature_sizes_for(TV_IMAGE)
+PAIRS = AnchorGenerator(strides=(8, 16, (32, 16), 64, (128, 96)))
+
+
+def _random_boxes(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6]) + 2.0
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) - wh / 4
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("gen", [TV_DERIVED, PAIRS], ids=["derived", "pairs"])
+@pytest.mark.parametrize("kw", MODES, ids=[str(k) for k in MODES])
+def test_per_axis_strides_windowed_equals_dense(gen, kw) -> None:
+    strides = gen.level_strides(TV_SIZES, image_size=TV_IMAGE)
+    assert any(sh != sw for sh, sw in strides)  # the case under test: non-square strides
+    anchors = gen(TV_SIZES, image_size=TV_IMAGE)
+    levels = gen.levels(TV_SIZES, image_size=TV_IMAGE)
+    big = anchors[levels[4].start : levels[4].end]
+    gts = [
+        _random_boxes(12, *TV_IMAGE, seed=1),
+        torch.cat([big[[0, 7, 20, 53]], torch.tensor([[500.0, 500.0, 510.0, 530.0]])]),  # IoU 1 at P7, one outside
+        _random_boxes(3, *TV_IMAGE, seed=2) * 0.2,  # small boxes near the origin
+        torch.zeros((0, 4)),
+    ]
+    labels = _labels(gts)
+    dense = assign_anchors(anchors, gts, labels, **kw)
+    fast = assign_anchors(anchors, gts, labels, levels=levels, **kw)
+    _assert_same(fast, dense)
+    assert torch.equal(dense.matched_gt, _per_image_reference(anchors, gts, **kw))
+    if kw.get("low_threshold", 0.4) > 0:
+        assert int(fast.foreground[1].sum()) >= 4  # the P7 anchors were found
+
+
+def test_per_axis_strides_crowd_windowed_equals_dense() -> None:
+    anchors = TV_DERIVED(TV_SIZES, image_size=TV_IMAGE)
+    levels = TV_DERIVED.levels(TV_SIZES, image_size=TV_IMAGE)
+    gts = [_random_boxes(6, *TV_IMAGE, seed=3), _random_boxes(2, *TV_IMAGE, seed=4)]
+    crowd = [_random_boxes(2, *TV_IMAGE, seed=5), _random_boxes(1, *TV_IMAGE, seed=6)]
+    dense = assign_anchors(anchors, gts, _labels(gts), crowd_boxes=crowd)
+    fast = assign_anchors(anchors, gts, _labels(gts), crowd_boxes=crowd, levels=levels)
+    _assert_same(fast, dense)
+    assert int((fast.labels == IGNORE).sum()) > 0
+
+
+def test_nominal_levels_for_derived_anchors_are_rejected() -> None:
+    # The layout check compares the levels with the anchor coordinates: nominal levels
+    # (P7 stride 128) do not describe anchors made with derived strides (112 x 96).
+    nominal = AnchorGenerator.from_preset("torchvision")
+    anchors = TV_DERIVED(TV_SIZES, image_size=TV_IMAGE)
+    gts = [_random_boxes(3, *TV_IMAGE, seed=7)]
+    with pytest.raises(ValueError, match="levels must describe anchors"):
+        assign_anchors(anchors, gts, _labels(gts), levels=nominal.levels(TV_SIZES))

@@ -40,10 +40,22 @@ convention                cell order   offset  sizes, rounding, precision
 "ratio-major" means ``a = ratio_index * len(scales) + scale_index``; "scale-major" means
 ``a = scale_index * len(ratios) + ratio_index``.
 
-Strides are nominal (``2**level``). torchvision instead derives them per batch as
-``padded_image_size // feature_size``; the two agree when the padded image side is a
-multiple of the largest stride (128 for P7), and differ otherwise (e.g. an 800 px side
-gives a 7-cell P7 map and a torchvision stride of 114).
+Strides. By default they are nominal (``2**level``), the same on both axes. A level's
+stride may also be a pair ``(stride_h, stride_w)`` (rows first, like every ``(H, W)``
+in this library; mmdetection writes ``(stride_w, stride_h)``: swap its pairs). With
+``derive_strides=True`` the strides are instead derived per batch, as torchvision's
+``AnchorGenerator`` does, from the padded batch size ``(H_img, W_img)`` and each level's
+feature size ``(H_l, W_l)``:
+
+.. math:: s_{l,y} = \lfloor H_\mathrm{img} / H_l \rfloor, \qquad
+          s_{l,x} = \lfloor W_\mathrm{img} / W_l \rfloor.
+
+Nominal and derived strides agree when the padded side is a multiple of the largest
+stride (128 for P7) and differ otherwise: an 800 px side gives a 13-cell P6 map and a
+7-cell P7 map, i.e. derived strides 61 and 114 instead of 64 and 128 (see
+:doc:`/explanations/conventions`). The cell anchors do not depend on the derived
+strides (the ``"mmdetection"`` and ``"detectron"`` conventions build theirs from the
+nominal stride); only the distance between locations, and ``offset * stride``, do.
 
 Exactness per dtype: every convention matches its peer bit for bit in the dtype the
 peer computes in (torchvision in every float dtype; detectron2 and mmdetection in float32;
@@ -113,17 +125,20 @@ class AnchorLevel:
     .. math::
 
         \mathrm{anchors}[\mathrm{start} + (y W + x) A + a] = \mathrm{cell\_anchors}[a]
-        + (x s + \delta,\; y s + \delta,\; x s + \delta,\; y s + \delta)
+        + (x s_x + \delta_x,\; y s_y + \delta_y,\; x s_x + \delta_x,\; y s_y + \delta_y)
 
-    bit-exactly, where :math:`s` is ``stride``, :math:`\delta` is ``shift`` and the
-    translation is rounded to the anchors' dtype before the addition (exact for
-    float32/float64 at any practical image size).
+    bit-exactly, where :math:`s_y, s_x` are ``stride_h``, ``stride_w``,
+    :math:`\delta_y, \delta_x` are ``shift_y``, ``shift_x`` and each translation is
+    rounded to the anchors' dtype before the addition (exact for float32/float64 at any
+    practical image size).
 
     Attributes:
         height: Feature-map height ``H``.
         width: Feature-map width ``W``.
-        stride: Pixel distance between neighbouring locations.
-        shift: Pixels added to ``x * stride`` and ``y * stride`` (the convention's offset).
+        stride_h: Pixel distance between vertically neighbouring locations.
+        stride_w: Pixel distance between horizontally neighbouring locations.
+        shift_y: Pixels added to ``y * stride_h`` (the convention's offset).
+        shift_x: Pixels added to ``x * stride_w``.
         cell_anchors: ``(A, 4)`` cell anchors in ``(x1, y1, x2, y2)``, dtype and device of
             the anchors.
         start: Flat index of this level's first anchor in the concatenated tensor.
@@ -133,14 +148,57 @@ class AnchorLevel:
         >>> lv = gen.levels([(2, 3), (1, 2), (1, 1), (1, 1), (1, 1)])[1]
         >>> (lv.height, lv.width, lv.stride, lv.shift, lv.start, lv.num_anchors)
         (1, 2, 16, 0.0, 54, 18)
+        >>> tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+        >>> sizes = tv.feature_sizes_for((800, 1088))
+        >>> lv = tv.levels(sizes, image_size=(800, 1088))[4]  # P7: 7 x 9 cells
+        >>> (lv.height, lv.width, lv.stride_h, lv.stride_w)
+        (7, 9, 114, 120)
     """
 
     height: int
     width: int
-    stride: int
-    shift: float
+    stride_h: int
+    stride_w: int
+    shift_y: float
+    shift_x: float
     cell_anchors: Tensor
     start: int
+
+    @property
+    def stride(self) -> int:
+        """The stride of a level whose two strides are equal.
+
+        Raises:
+            ValueError: ``stride_h != stride_w`` (use those two instead).
+
+        Example:
+            >>> AnchorGenerator().levels([(1, 1)] * 5)[3].stride
+            64
+        """
+        if self.stride_h != self.stride_w:
+            raise ValueError(
+                f"AnchorLevel.stride: stride_h and stride_w must be equal, got "
+                f"{self.stride_h} and {self.stride_w} (use stride_h / stride_w)"
+            )
+        return self.stride_h
+
+    @property
+    def shift(self) -> float:
+        """The shift of a level whose two shifts are equal.
+
+        Raises:
+            ValueError: ``shift_y != shift_x`` (use those two instead).
+
+        Example:
+            >>> AnchorGenerator.from_preset("keras-retinanet").levels([(1, 1)] * 5)[0].shift
+            4.0
+        """
+        if self.shift_y != self.shift_x:
+            raise ValueError(
+                f"AnchorLevel.shift: shift_y and shift_x must be equal, got "
+                f"{self.shift_y} and {self.shift_x} (use shift_y / shift_x)"
+            )
+        return self.shift_y
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -320,19 +378,42 @@ def _positive_numbers(fn: str, name: str, values: object) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _positive_ints(fn: str, name: str, values: object) -> tuple[int, ...]:
+def _positive_int(fn: str, name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(
+            f"{fn}: {name} must be an int or a (stride_h, stride_w) pair of ints, got {type(v).__name__}"
+        )
+    if v <= 0:
+        raise ValueError(f"{fn}: {name} must be positive, got {v!r}")
+    return int(v)
+
+
+def _stride_entries(fn: str, name: str, values: object) -> tuple[int | tuple[int, int], ...]:
+    """Each entry an int (same stride on both axes) or a ``(stride_h, stride_w)`` pair."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{fn}: {name} must be a sequence of ints, got {type(values).__name__}")
+        raise TypeError(
+            f"{fn}: {name} must be a sequence of ints or (stride_h, stride_w) pairs, "
+            f"got {type(values).__name__}"
+        )
     if len(values) == 0:
         raise ValueError(f"{fn}: {name} must not be empty, got {tuple(values)!r}")
-    out = []
+    out: list[int | tuple[int, int]] = []
     for k, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{fn}: {name}[{k}] must be an int, got {type(v).__name__}")
-        if v <= 0:
-            raise ValueError(f"{fn}: {name}[{k}] must be positive, got {v!r}")
-        out.append(int(v))
+        if isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+            if len(v) != 2:
+                raise ValueError(
+                    f"{fn}: {name}[{k}] must be an int or a (stride_h, stride_w) pair, got {tuple(v)!r}"
+                )
+            sh = _positive_int(fn, f"{name}[{k}][0]", v[0])
+            sw = _positive_int(fn, f"{name}[{k}][1]", v[1])
+            out.append(sh if sh == sw else (sh, sw))
+        else:
+            out.append(_positive_int(fn, f"{name}[{k}]", v))
     return tuple(out)
+
+
+def _hw(stride: int | tuple[int, int]) -> tuple[int, int]:
+    return (stride, stride) if isinstance(stride, int) else stride
 
 
 def _resolve_device(device: torch.device | str | None) -> torch.device:
@@ -352,9 +433,19 @@ class AnchorGenerator:
     (height / width) has width :math:`S_l c / \sqrt r` and height :math:`S_l c \sqrt r`
     (each convention computes and rounds this its own way, see the module docstring).
     Location :math:`(y, x)` of level :math:`l` translates the cell anchors by
-    ``x * stride + shift`` and ``y * stride + shift``.
+    ``x * stride_w + shift_x`` and ``y * stride_h + shift_y``.
 
-    Results are cached per ``(feature_sizes, device, dtype)`` in a small dict (at most
+    Strides: nominal by default, one per level, an int (both axes) or a pair
+    ``(stride_h, stride_w)`` (height first; an mmdetection ``(stride_w, stride_h)``
+    pair must be swapped). With ``derive_strides=True`` each call derives them from the
+    padded batch size as torchvision does, ``(H_img // H_l, W_img // W_l)``, and
+    ``image_size`` must be passed to :meth:`__call__`, :meth:`grid_anchors` and
+    :meth:`levels`; the nominal strides then only serve :meth:`feature_sizes_for` (and the
+    cell anchors of the ``"mmdetection"`` / ``"detectron"`` conventions).
+
+    Results are cached per ``(feature_sizes, strides, device, dtype)`` (the strides
+    actually used, so a derived-stride generator keeps apart batches whose padded size
+    gives other strides) in a small dict (at most
     ``CACHE_SIZE`` keys, oldest evicted first): a repeated call returns the *same*
     tensor objects, so do not modify them in place.
 
@@ -369,17 +460,21 @@ class AnchorGenerator:
         sizes: Base anchor size :math:`S_l` per level, in pixels, ``> 0`` (length ``L``).
         scales: Octave scales :math:`c`, shared by all levels, ``> 0``.
         ratios: Aspect ratios height / width, shared by all levels, ``> 0``.
-        strides: Stride per level in pixels (positive ints, length ``L``).
+        strides: Nominal stride per level in pixels (length ``L``): a positive int, or a
+            pair ``(stride_h, stride_w)`` of positive ints.
         offset: Anchor centre inside a cell as a fraction of the stride, in ``[0, 1]``
             (0: top-left corner, as torchvision; 0.5: cell centre, as keras-retinanet).
         convention: How cell anchors are computed, rounded and ordered; one of
             :data:`CONVENTIONS`.
         order: ``"ratio-major"`` or ``"scale-major"`` cell-anchor order; ``None`` takes
             the convention's own.
+        derive_strides: Derive the strides per batch from ``image_size`` as torchvision
+            (see above) instead of using ``strides``.
 
     Raises:
         ValueError: Non-positive size/scale/ratio/stride, ``sizes`` and ``strides`` of
-            different lengths, offset outside ``[0, 1]``, unknown convention or order.
+            different lengths, offset outside ``[0, 1]``, unknown convention or order,
+            per-axis strides with the ``"detectron"`` convention.
         TypeError: An argument of the wrong type.
 
     Example:
@@ -391,6 +486,8 @@ class AnchorGenerator:
         [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
         >>> gen(sizes).shape
         torch.Size([774, 4])
+        >>> AnchorGenerator(strides=(8, 16, 32, 64, (128, 64))).feature_sizes_for((256, 256))[4]
+        (2, 4)
     """
 
     def __init__(
@@ -403,12 +500,13 @@ class AnchorGenerator:
         convention: str = "paper",
         *,
         order: str | None = None,
+        derive_strides: bool = False,
     ) -> None:
         fn = "AnchorGenerator"
         self._sizes = _positive_numbers(fn, "sizes", sizes)
         self._scales = _positive_numbers(fn, "scales", scales)
         self._ratios = _positive_numbers(fn, "ratios", ratios)
-        self._strides = _positive_ints(fn, "strides", strides)
+        self._strides = _stride_entries(fn, "strides", strides)
         if len(self._strides) != len(self._sizes):
             raise ValueError(
                 f"{fn}: strides must have the same length as sizes ({len(self._sizes)}), "
@@ -419,11 +517,21 @@ class AnchorGenerator:
         if order is None:
             order = _DEFAULT_ORDER[self._convention]
         self._order = check_choice(fn, "order", order, _ORDERS)
+        if not isinstance(derive_strides, bool):
+            raise TypeError(f"{fn}: derive_strides must be a bool, got {type(derive_strides).__name__}")
+        self._derive = derive_strides
+        self._strides_hw = tuple(_hw(st) for st in self._strides)
+        if self._convention == "detectron" and any(sh != sw for sh, sw in self._strides_hw):
+            raise ValueError(
+                f"{fn}: strides must be square with convention 'detectron' (its cell anchors "
+                f"are built on a stride x stride box), got {self._strides}"
+            )
+        # Cell anchors from the nominal stride (mmdetection: base size = min(stride), as
+        # its AnchorGenerator); derived strides only move the locations.
         self._cells64: list[Tensor] = [
-            _CELLS[self._convention](size, stride, self._scales, self._ratios, self._order, self._offset)
-            for size, stride in zip(self._sizes, self._strides)
+            _CELLS[self._convention](size, min(st), self._scales, self._ratios, self._order, self._offset)
+            for size, st in zip(self._sizes, self._strides_hw)
         ]
-        self._shifts = tuple(_shift(self._convention, s, self._offset) for s in self._strides)
         self._cache: OrderedDict[tuple, tuple[list[Tensor], Tensor, list[AnchorLevel]]] = OrderedDict()
 
     @classmethod
@@ -439,7 +547,7 @@ class AnchorGenerator:
         Args:
             name: One of :data:`CONVENTIONS`.
             **overrides: ``sizes``, ``scales``, ``ratios``, ``strides``, ``offset``,
-                ``order``.
+                ``order``, ``derive_strides``.
 
         Raises:
             ValueError: Unknown ``name``.
@@ -457,7 +565,7 @@ class AnchorGenerator:
             tensor([-28.,  -8.,  36.,   8.])
         """
         check_choice("AnchorGenerator.from_preset", "name", name, CONVENTIONS)
-        allowed = {"sizes", "scales", "ratios", "strides", "offset", "order"}
+        allowed = {"sizes", "scales", "ratios", "strides", "offset", "order", "derive_strides"}
         unknown = sorted(set(overrides) - allowed)
         if unknown:
             raise TypeError(
@@ -490,14 +598,27 @@ class AnchorGenerator:
         return len(self._strides)
 
     @property
-    def strides(self) -> tuple[int, ...]:
-        """Nominal stride of each level, in pixels.
+    def strides(self) -> tuple[int | tuple[int, int], ...]:
+        """Nominal stride of each level, in pixels: an int, or ``(stride_h, stride_w)``
+        where the two differ.
 
         Example:
             >>> AnchorGenerator().strides
             (8, 16, 32, 64, 128)
+            >>> AnchorGenerator(sizes=(32, 64), strides=(8, (16, 8))).strides
+            (8, (16, 8))
         """
         return self._strides
+
+    @property
+    def derive_strides(self) -> bool:
+        """Whether strides are derived per batch from ``image_size`` (torchvision's rule).
+
+        Example:
+            >>> AnchorGenerator.from_preset("torchvision", derive_strides=True).derive_strides
+            True
+        """
+        return self._derive
 
     @property
     def sizes(self) -> tuple[float, ...]:
@@ -563,7 +684,7 @@ class AnchorGenerator:
         return (
             f"AnchorGenerator(sizes={self._sizes}, scales={self._scales}, ratios={self._ratios}, "
             f"strides={self._strides}, offset={self._offset}, convention={self._convention!r}, "
-            f"order={self._order!r})"
+            f"order={self._order!r}, derive_strides={self._derive})"
         )
 
     # ---------------------------------------------------------------- anchors
@@ -605,7 +726,7 @@ class AnchorGenerator:
         return self._cells64[level].to(dtype=dtype).to(device=_resolve_device(device))
 
     def feature_sizes_for(self, image_size: Sequence[int]) -> list[tuple[int, int]]:
-        r"""Nominal feature-map sizes of an image: ``ceil(side / stride)`` per level.
+        r"""Nominal feature-map sizes of an image: ``ceil(side / stride)`` per level and axis.
 
         This is what stride-2 convolutions with padding produce from an image of that
         size (and what keras-retinanet's ``guess_shapes`` computes).
@@ -625,7 +746,7 @@ class AnchorGenerator:
         """
         fn = "AnchorGenerator.feature_sizes_for"
         h, w = _pair_of_ints(fn, "image_size", image_size)
-        return [(-(-h // s), -(-w // s)) for s in self._strides]
+        return [(-(-h // sh), -(-w // sw)) for sh, sw in self._strides_hw]
 
     def _build(
         self,
@@ -633,8 +754,45 @@ class AnchorGenerator:
         device: torch.device | str | None,
         dtype: torch.dtype,
         fn: str,
+        image_size: Sequence[int] | None = None,
     ) -> tuple[list[Tensor], Tensor, list[AnchorLevel]]:
         _check_dtype(fn, dtype)
+        sizes = self._feature_sizes(fn, feature_sizes)
+        strides = self._level_strides(fn, sizes, image_size)
+        dev = _resolve_device(device)
+        # The strides are part of the key: with derive_strides the same feature sizes
+        # give other anchors for another padded batch size.
+        key = (sizes, strides, dev, dtype)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        per_level: list[Tensor] = []
+        levels: list[AnchorLevel] = []
+        start = 0
+        for k, ((h, w), (sh, sw)) in enumerate(zip(sizes, strides)):
+            shift_y = _shift(self._convention, sh, self._offset)
+            shift_x = _shift(self._convention, sw, self._offset)
+            cells = self._cells64[k].to(dtype=dtype).to(device=dev)
+            # Exact translations x * stride + shift in float64 (as Python computes them),
+            # rounded once to dtype, then added in dtype.
+            xs = (torch.arange(w, dtype=torch.float64) * sw + shift_x).to(dtype=dtype).to(device=dev)
+            ys = (torch.arange(h, dtype=torch.float64) * sh + shift_y).to(dtype=dtype).to(device=dev)
+            sx = xs.view(1, w).expand(h, w)
+            sy = ys.view(h, 1).expand(h, w)
+            shifts = torch.stack((sx, sy, sx, sy), dim=-1)  # (H, W, 4)
+            anchors = (shifts.view(h, w, 1, 4) + cells.view(1, 1, -1, 4)).reshape(-1, 4)
+            per_level.append(anchors)
+            levels.append(AnchorLevel(h, w, sh, sw, shift_y, shift_x, cells, start))
+            start += anchors.shape[0]
+        flat = torch.cat(per_level, dim=0) if per_level else torch.empty(0, 4, dtype=dtype, device=dev)
+        entry = (per_level, flat, levels)
+        self._cache[key] = entry
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return entry
+
+    def _feature_sizes(self, fn: str, feature_sizes: object) -> tuple[tuple[int, int], ...]:
         if isinstance(feature_sizes, (str, bytes)) or not isinstance(feature_sizes, Sequence):
             raise TypeError(
                 f"{fn}: feature_sizes must be a sequence of (H, W) pairs, got {type(feature_sizes).__name__}"
@@ -644,42 +802,72 @@ class AnchorGenerator:
                 f"{fn}: feature_sizes must have one (H, W) per level ({self.num_levels}), "
                 f"got {len(feature_sizes)}"
             )
-        sizes = tuple(_pair_of_ints(fn, f"feature_sizes[{k}]", fs) for k, fs in enumerate(feature_sizes))
-        dev = _resolve_device(device)
-        key = (sizes, dev, dtype)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        per_level: list[Tensor] = []
-        levels: list[AnchorLevel] = []
-        start = 0
+        return tuple(_pair_of_ints(fn, f"feature_sizes[{k}]", fs) for k, fs in enumerate(feature_sizes))
+
+    def _level_strides(
+        self, fn: str, sizes: tuple[tuple[int, int], ...], image_size: object
+    ) -> tuple[tuple[int, int], ...]:
+        if image_size is not None:
+            img = _pair_of_ints(fn, "image_size", image_size)
+        if not self._derive:
+            return self._strides_hw
+        if image_size is None:
+            raise ValueError(
+                f"{fn}: image_size must be given when strides are derived "
+                "(derive_strides=True), got None"
+            )
+        out = []
         for k, (h, w) in enumerate(sizes):
-            stride, shift = self._strides[k], self._shifts[k]
-            cells = self._cells64[k].to(dtype=dtype).to(device=dev)
-            # Exact translations x * stride + shift in float64 (as Python computes them),
-            # rounded once to dtype, then added in dtype.
-            xs = (torch.arange(w, dtype=torch.float64) * stride + shift).to(dtype=dtype).to(device=dev)
-            ys = (torch.arange(h, dtype=torch.float64) * stride + shift).to(dtype=dtype).to(device=dev)
-            sx = xs.view(1, w).expand(h, w)
-            sy = ys.view(h, 1).expand(h, w)
-            shifts = torch.stack((sx, sy, sx, sy), dim=-1)  # (H, W, 4)
-            anchors = (shifts.view(h, w, 1, 4) + cells.view(1, 1, -1, 4)).reshape(-1, 4)
-            per_level.append(anchors)
-            levels.append(AnchorLevel(h, w, stride, shift, cells, start))
-            start += anchors.shape[0]
-        flat = torch.cat(per_level, dim=0) if per_level else torch.empty(0, 4, dtype=dtype, device=dev)
-        entry = (per_level, flat, levels)
-        self._cache[key] = entry
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return entry
+            sh, sw = img[0] // h, img[1] // w
+            if sh < 1 or sw < 1:
+                raise ValueError(
+                    f"{fn}: image_size must be at least every feature size, got {img} "
+                    f"and feature_sizes[{k}] = {(h, w)}"
+                )
+            out.append((sh, sw))
+        return tuple(out)
+
+    def level_strides(
+        self, feature_sizes: Sequence[Sequence[int]], image_size: Sequence[int] | None = None
+    ) -> list[tuple[int, int]]:
+        r"""The ``(stride_h, stride_w)`` of each level that the anchors use.
+
+        Nominal strides, or with ``derive_strides`` torchvision's per-batch rule
+
+        .. math:: (s_{l,y}, s_{l,x}) = (\lfloor H_\mathrm{img} / H_l \rfloor,\;
+                  \lfloor W_\mathrm{img} / W_l \rfloor)
+
+        with ``image_size`` = :math:`(H_\mathrm{img}, W_\mathrm{img})` the padded batch.
+
+        Args:
+            feature_sizes: ``[(H_l, W_l)]``, one pair of positive ints per level.
+            image_size: ``(H_img, W_img)`` of the padded batch; required with
+                ``derive_strides``, else only checked.
+
+        Returns:
+            ``L`` pairs ``(stride_h, stride_w)``.
+
+        Raises:
+            ValueError: Wrong number of levels, non-positive sizes, ``image_size``
+                missing (derived strides) or smaller than a feature map.
+
+        Example:
+            >>> tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+            >>> tv.level_strides(tv.feature_sizes_for((800, 1216)), image_size=(800, 1216))
+            [(8, 8), (16, 16), (32, 32), (61, 64), (114, 121)]
+            >>> AnchorGenerator().level_strides([(100, 152)] * 5)[4]
+            (128, 128)
+        """
+        fn = "AnchorGenerator.level_strides"
+        return list(self._level_strides(fn, self._feature_sizes(fn, feature_sizes), image_size))
 
     def grid_anchors(
         self,
         feature_sizes: Sequence[Sequence[int]],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        *,
+        image_size: Sequence[int] | None = None,
     ) -> list[Tensor]:
         r"""Anchors of each level, one ``(H_l * W_l * A, 4)`` tensor per level.
 
@@ -690,12 +878,15 @@ class AnchorGenerator:
             feature_sizes: ``[(H_l, W_l)]``, one pair of positive ints per level.
             device: Device of the anchors (default CPU).
             dtype: Floating dtype of the anchors.
+            image_size: ``(H_img, W_img)`` of the padded batch, for derived strides
+                (required with ``derive_strides``; see :meth:`level_strides`).
 
         Returns:
             ``L`` tensors of shape ``(H_l * W_l * A, 4)``, boxes ``(x1, y1, x2, y2)``.
 
         Raises:
-            ValueError: Wrong number of levels or a non-positive size.
+            ValueError: Wrong number of levels, a non-positive size, or
+                ``image_size`` missing or too small with derived strides.
             TypeError: Non-int sizes or a non-floating ``dtype``.
 
         Example:
@@ -706,13 +897,15 @@ class AnchorGenerator:
                     [-4.,  4.,  4., 12.],
                     [ 4.,  4., 12., 12.]])
         """
-        return list(self._build(feature_sizes, device, dtype, "AnchorGenerator.grid_anchors")[0])
+        return list(self._build(feature_sizes, device, dtype, "AnchorGenerator.grid_anchors", image_size)[0])
 
     def __call__(
         self,
         feature_sizes: Sequence[Sequence[int]],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        *,
+        image_size: Sequence[int] | None = None,
     ) -> Tensor:
         r"""All anchors, levels concatenated (first level first).
 
@@ -720,12 +913,15 @@ class AnchorGenerator:
             feature_sizes: ``[(H_l, W_l)]``, one pair of positive ints per level.
             device: Device of the anchors (default CPU).
             dtype: Floating dtype of the anchors.
+            image_size: ``(H_img, W_img)`` of the padded batch, for derived strides
+                (required with ``derive_strides``; see :meth:`level_strides`).
 
         Returns:
             ``(N, 4)`` with :math:`N = \sum_l H_l W_l A`; the cached tensor itself.
 
         Raises:
-            ValueError: Wrong number of levels or a non-positive size.
+            ValueError: Wrong number of levels, a non-positive size, or
+                ``image_size`` missing or too small with derived strides.
             TypeError: Non-int sizes or a non-floating ``dtype``.
 
         Example:
@@ -734,18 +930,20 @@ class AnchorGenerator:
             >>> anchors.shape, anchors is gen([(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)])
             (torch.Size([207, 4]), True)
         """
-        return self._build(feature_sizes, device, dtype, "AnchorGenerator")[1]
+        return self._build(feature_sizes, device, dtype, "AnchorGenerator", image_size)[1]
 
     def levels(
         self,
         feature_sizes: Sequence[Sequence[int]],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        *,
+        image_size: Sequence[int] | None = None,
     ) -> list[AnchorLevel]:
         r"""Where each level's anchors sit in :meth:`__call__`'s tensor, and how they are made.
 
         ``anchors[lv.start + (y * lv.width + x) * A + a]`` equals
-        ``lv.cell_anchors[a] + (x * lv.stride + lv.shift, y * lv.stride + lv.shift, ...)``
+        ``lv.cell_anchors[a] + (x * lv.stride_w + lv.shift_x, y * lv.stride_h + lv.shift_y, ...)``
         bit-exactly (the translation rounded to ``dtype``), so a matcher can find the
         locations whose anchors can overlap a box without building every IoU.
 
@@ -753,12 +951,15 @@ class AnchorGenerator:
             feature_sizes: ``[(H_l, W_l)]``, one pair of positive ints per level.
             device: Device of ``cell_anchors`` (default CPU).
             dtype: Floating dtype of ``cell_anchors``.
+            image_size: ``(H_img, W_img)`` of the padded batch, for derived strides
+                (required with ``derive_strides``; see :meth:`level_strides`).
 
         Returns:
             One :class:`AnchorLevel` per level.
 
         Raises:
-            ValueError: Wrong number of levels or a non-positive size.
+            ValueError: Wrong number of levels, a non-positive size, or
+                ``image_size`` missing or too small with derived strides.
             TypeError: Non-int sizes or a non-floating ``dtype``.
 
         Example:
@@ -766,12 +967,12 @@ class AnchorGenerator:
             >>> sizes = [(3, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
             >>> anchors, lv = gen(sizes), gen.levels(sizes)[0]
             >>> y, x, a = 2, 1, 5
-            >>> t = x * lv.stride + lv.shift, y * lv.stride + lv.shift
+            >>> t = x * lv.stride_w + lv.shift_x, y * lv.stride_h + lv.shift_y
             >>> bool((anchors[lv.start + (y * lv.width + x) * 9 + a]
             ...       == lv.cell_anchors[a] + torch.tensor(t * 2)).all())
             True
         """
-        return list(self._build(feature_sizes, device, dtype, "AnchorGenerator.levels")[2])
+        return list(self._build(feature_sizes, device, dtype, "AnchorGenerator.levels", image_size)[2])
 
 
 def _check_dtype(fn: str, dtype: object) -> None:

@@ -388,8 +388,9 @@ def _check_box_list(
     return out
 
 
-def _check_levels(fn: str, levels: object, n: int) -> list[tuple[int, int, int, float, int]]:
-    """``levels`` as ``(start, height, width, stride, A)`` rows; layout must tile ``N``."""
+def _check_levels(fn: str, levels: object, n: int) -> list[tuple[int, int, int, float, float, int]]:
+    """``levels`` as ``(start, height, width, stride_h, stride_w, A)`` rows; layout must
+    tile ``N``. A level gives ``stride_h``/``stride_w`` (AnchorLevel) or one ``stride``."""
     if isinstance(levels, Tensor) or not isinstance(levels, Sequence) or len(levels) == 0:
         raise TypeError(f"{fn}: levels must be a non-empty list of AnchorLevel, got {levels!r:.80}")
     rows = []
@@ -397,20 +398,23 @@ def _check_levels(fn: str, levels: object, n: int) -> list[tuple[int, int, int, 
     for i, lv in enumerate(levels):
         try:
             start, h, w = int(lv.start), int(lv.height), int(lv.width)
-            stride = float(lv.stride)
+            if hasattr(lv, "stride_h") and hasattr(lv, "stride_w"):
+                sy, sx = float(lv.stride_h), float(lv.stride_w)
+            else:
+                sy = sx = float(lv.stride)
             a = int(lv.cell_anchors.shape[0])
         except (AttributeError, TypeError, IndexError) as e:
             raise TypeError(
                 f"{fn}: levels[{i}] must be an AnchorLevel (start, height, width, stride, "
                 f"cell_anchors), got {type(lv).__name__}"
             ) from e
-        if start != expect or h <= 0 or w <= 0 or a <= 0 or not stride > 0:
+        if start != expect or h <= 0 or w <= 0 or a <= 0 or not (sy > 0 and sx > 0):
             raise ValueError(
-                f"{fn}: levels[{i}] must start at {expect} with positive sizes and stride, "
-                f"got start={start}, height={h}, width={w}, stride={stride}, A={a}"
+                f"{fn}: levels[{i}] must start at {expect} with positive sizes and strides, "
+                f"got start={start}, height={h}, width={w}, stride_h={sy}, stride_w={sx}, A={a}"
             )
         expect = start + h * w * a
-        rows.append((start, h, w, stride, a))
+        rows.append((start, h, w, sy, sx, a))
     if expect != n:
         raise ValueError(f"{fn}: levels must cover the {n} anchors, got {expect}")
     return rows
@@ -461,7 +465,9 @@ def assign_anchors(
             finite with ``x1 <= x2`` and ``y1 <= y2``.
         gt_labels: ``B`` int64 tensors ``(M_i,)`` of class indices ``>= 0``.
         crowd_boxes: Optional ``B`` tensors ``(C_i, 4)`` of crowd regions (not matched).
-        levels: Optional anchor layout (list of ``AnchorLevel``) for the fast path.
+        levels: Optional anchor layout (list of ``AnchorLevel``) for the fast path;
+            per-axis strides (``stride_h != stride_w``, e.g. torchvision's derived
+            strides from ``AnchorGenerator(derive_strides=True)``) are supported.
         box_coder: Object with ``encode(boxes, anchors)``; default
             :class:`~focal_detect.coding.BoxCoder` with unit weights.
         high_threshold: Foreground IoU threshold (paper: 0.5).
@@ -747,28 +753,32 @@ def _crowd_chunked(ctx: _Batch, crowd: Tensor, counts: list[int], thr: float) ->
 class _Grid:
     """The cells (level, cell anchor) of an anchor grid, as device tensors."""
 
-    def __init__(self, anc: Tensor, rows: list[tuple[int, int, int, float, int]], fn: str) -> None:
+    def __init__(self, anc: Tensor, rows: list[tuple[int, int, int, float, float, int]], fn: str) -> None:
         dev = anc.device
-        starts, hs, ws, strides, an = [], [], [], [], []
-        for start, h, w, stride, a in rows:
+        starts, hs, ws, sys_, sxs, an = [], [], [], [], [], []
+        for start, h, w, sy, sx, a in rows:
             for j in range(a):
                 starts.append(start + j)
                 hs.append(h)
                 ws.append(w)
-                strides.append(stride)
+                sys_.append(sy)
+                sxs.append(sx)
                 an.append(a)
         self.start = torch.tensor(starts, dtype=torch.int64, device=dev)
         self.h = torch.tensor(hs, dtype=torch.int64, device=dev)
         self.w = torch.tensor(ws, dtype=torch.int64, device=dev)
         self.a = torch.tensor(an, dtype=torch.int64, device=dev)
-        self.stride = torch.tensor(strides, dtype=anc.dtype, device=dev)
+        # per-axis strides (torchvision derives e.g. 61 x 64 at P6 for 800 x 1088)
+        self.stride_y = torch.tensor(sys_, dtype=anc.dtype, device=dev)
+        self.stride_x = torch.tensor(sxs, dtype=anc.dtype, device=dev)
         self.base = anc[self.start]  # anchor at (y, x) = (0, 0) of each cell
         # Layout check (one sync): the last location must sit (W-1, H-1) strides away.
         last = anc[self.start + ((self.h - 1) * self.w + self.w - 1) * self.a]
-        dy = (self.h - 1).to(anc.dtype) * self.stride
-        dx = (self.w - 1).to(anc.dtype) * self.stride
+        dy = (self.h - 1).to(anc.dtype) * self.stride_y
+        dx = (self.w - 1).to(anc.dtype) * self.stride_x
         want = self.base + torch.stack((dx, dy, dx, dy), dim=1)
-        if not bool(((last - want).abs() <= 0.1 * self.stride[:, None]).all()):
+        tol = 0.1 * torch.stack((self.stride_x, self.stride_y) * 2, dim=1)
+        if not bool(((last - want).abs() <= tol).all()):
             raise ValueError(
                 f"{fn}: levels must describe anchors (strides, sizes, order), "
                 "got a layout that does not match the anchor coordinates"
@@ -783,7 +793,7 @@ class _Grid:
         Returns ``x_lo``, ``y_lo``, ``nx``, ``ny`` of shape ``(K, P)`` (``nx * ny`` = 0
         for an empty window).
         """
-        base, s = self.base[None], self.stride[None]
+        base, sx, sy = self.base[None], self.stride_x[None], self.stride_y[None]
         bw = base[..., 2] - base[..., 0]
         bh = base[..., 3] - base[..., 1]
         gw = (boxes[:, 2] - boxes[:, 0])[:, None]
@@ -799,11 +809,11 @@ class _Grid:
         gx1, gy1, gx2, gy2 = (boxes[:, k, None] for k in range(4))
         w_max = (self.w - 1).to(boxes.dtype)[None]
         h_max = (self.h - 1).to(boxes.dtype)[None]
-        # anchor x-range at column x: [bx1 + x s, bx2 + x s]; need x-overlap >= cx.
-        x_lo = ((gx1 + cx - base[..., 2]) / s - _WINDOW_MARGIN).ceil().clamp(min=0).minimum(w_max + 1)
-        x_hi = ((gx2 - cx - base[..., 0]) / s + _WINDOW_MARGIN).floor().clamp(min=-1).minimum(w_max)
-        y_lo = ((gy1 + cy - base[..., 3]) / s - _WINDOW_MARGIN).ceil().clamp(min=0).minimum(h_max + 1)
-        y_hi = ((gy2 - cy - base[..., 1]) / s + _WINDOW_MARGIN).floor().clamp(min=-1).minimum(h_max)
+        # anchor x-range at column x: [bx1 + x sx, bx2 + x sx]; need x-overlap >= cx.
+        x_lo = ((gx1 + cx - base[..., 2]) / sx - _WINDOW_MARGIN).ceil().clamp(min=0).minimum(w_max + 1)
+        x_hi = ((gx2 - cx - base[..., 0]) / sx + _WINDOW_MARGIN).floor().clamp(min=-1).minimum(w_max)
+        y_lo = ((gy1 + cy - base[..., 3]) / sy - _WINDOW_MARGIN).ceil().clamp(min=0).minimum(h_max + 1)
+        y_hi = ((gy2 - cy - base[..., 1]) / sy + _WINDOW_MARGIN).floor().clamp(min=-1).minimum(h_max)
         # NaN (0/0 from a zero-size box with need > 0) is infeasible: IoU is 0 there.
         feasible &= ~(cx.isnan() | cy.isnan())
         x_lo = torch.nan_to_num(x_lo).to(torch.int64)
@@ -816,15 +826,15 @@ class _Grid:
     def probe(self, boxes: Tensor) -> Tensor:
         """Flat index ``(K, P)`` of each cell's anchor whose centre is nearest the box's."""
         base = self.base[None]
-        s = self.stride[None]
+        sx, sy = self.stride_x[None], self.stride_y[None]
         gcx = ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None]
         gcy = ((boxes[:, 1] + boxes[:, 3]) / 2)[:, None]
         acx = (base[..., 0] + base[..., 2]) / 2
         acy = (base[..., 1] + base[..., 3]) / 2
         w_max = (self.w - 1).to(boxes.dtype)[None]
         h_max = (self.h - 1).to(boxes.dtype)[None]
-        x = ((gcx - acx) / s).round().clamp(min=0).minimum(w_max).to(torch.int64)
-        y = ((gcy - acy) / s).round().clamp(min=0).minimum(h_max).to(torch.int64)
+        x = ((gcx - acx) / sx).round().clamp(min=0).minimum(w_max).to(torch.int64)
+        y = ((gcy - acy) / sy).round().clamp(min=0).minimum(h_max).to(torch.int64)
         return self.start[None] + (y * self.w[None] + x) * self.a[None]
 
     def candidates(
