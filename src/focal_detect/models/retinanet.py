@@ -69,7 +69,7 @@ from focal_detect.losses import (
     sigmoid_focal_loss_star,
     smooth_l1_loss,
 )
-from focal_detect.matching import assign_anchors
+from focal_detect.matching import CROWD_IOA_THRESHOLD, LOW_QUALITY_MODES, assign_anchors
 from focal_detect.models.backbone import RESNET_DEPTHS, ResNet
 from focal_detect.models.fpn import FPN, P6_SOURCES
 from focal_detect.sampling import ohem_sample
@@ -129,10 +129,25 @@ class RetinaNetConfig:
         anchor_sizes: Override of the per-level base sizes (32 … 512).
         anchor_scales: Override of the octave scales :math:`(2^0, 2^{1/3}, 2^{2/3})`.
         anchor_ratios: Override of the aspect ratios (0.5, 1, 2).
+        anchor_strides: Override of the nominal per-level strides (8 … 128); an
+            entry is an int or a ``(stride_h, stride_w)`` pair.
+        derive_anchor_strides: Derive each level's stride from the padded batch as
+            torchvision does, ``(H_pad // H_l, W_pad // W_l)`` (e.g. 61 × 64 at P6
+            for an 800 × 1088 batch) instead of the nominal strides; see
+            :class:`~focal_detect.anchors.AnchorGenerator` ``derive_strides``.
         fg_iou_thresh: IoU at or above which an anchor is foreground (0.5).
         bg_iou_thresh: IoU below which an anchor is background (0.4); in between
             it is ignored.
         allow_low_quality_matches: Also make each box's best anchor(s) foreground.
+        low_quality: Low-quality rule, ``"torchvision"`` or ``"mmdetection"`` (see
+            :func:`~focal_detect.matching.match_anchors`).
+        min_low_quality_iou: Minimum-IoU guard of the low-quality rule (0.0: a box
+            overlapping no anchor claims none); ``None`` turns it off, as
+            torchvision's ``Matcher`` (such a box then claims every anchor of its
+            image).
+        crowd_ioa_threshold: Anchors whose intersection over their own area with a
+            crowd box (``"iscrowd"``) reaches it are ignored instead of background
+            (0.5); ``None`` disables it (crowd boxes are still not matched).
         focal_alpha: :math:`\alpha` (0.25); ``None`` disables the weighting.
         focal_gamma: :math:`\gamma` (2).
         box_loss: ``"smooth_l1"`` (paper, ``smooth_l1_beta``), ``"l1"``
@@ -202,9 +217,14 @@ class RetinaNetConfig:
     anchor_sizes: tuple[float, ...] | None = None
     anchor_scales: tuple[float, ...] | None = None
     anchor_ratios: tuple[float, ...] | None = None
+    anchor_strides: tuple[int | tuple[int, int], ...] | None = None
+    derive_anchor_strides: bool = False
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
     allow_low_quality_matches: bool = True
+    low_quality: str = "torchvision"
+    min_low_quality_iou: float | None = 0.0
+    crowd_ioa_threshold: float | None = CROWD_IOA_THRESHOLD
     focal_alpha: float | None = 0.25
     focal_gamma: float = 2.0
     box_loss: str = "smooth_l1"
@@ -264,6 +284,22 @@ class RetinaNetConfig:
                 f"{fn}: bg_iou_thresh must be <= fg_iou_thresh ({self.fg_iou_thresh}), "
                 f"got {self.bg_iou_thresh}"
             )
+        if not isinstance(self.allow_low_quality_matches, bool):
+            raise ValueError(
+                f"{fn}: allow_low_quality_matches must be a bool, got {self.allow_low_quality_matches!r}"
+            )
+        if self.low_quality not in LOW_QUALITY_MODES:
+            raise ValueError(f"{fn}: low_quality must be one of {LOW_QUALITY_MODES}, got {self.low_quality!r}")
+        if self.min_low_quality_iou is not None:
+            _in_range(fn, "min_low_quality_iou", self.min_low_quality_iou, 0.0, 1.0)
+        if self.crowd_ioa_threshold is not None:
+            _in_range(fn, "crowd_ioa_threshold", self.crowd_ioa_threshold, 1e-12, 1.0)
+        if not isinstance(self.derive_anchor_strides, bool):
+            raise ValueError(f"{fn}: derive_anchor_strides must be a bool, got {self.derive_anchor_strides!r}")
+        try:  # the anchor fields must make a generator (cheap: cell anchors only)
+            RetinaNet._make_anchor_generator(self)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{fn}: anchor settings must be valid, got: {e}") from None
         if self.focal_alpha is not None:
             _in_range(fn, "focal_alpha", self.focal_alpha, 0.0, 1.0)
         _in_range(fn, "focal_gamma", self.focal_gamma, 0.0, math.inf)
@@ -339,17 +375,47 @@ class RetinaNetConfig:
 
     @classmethod
     def torchvision_v1(cls, num_classes: int = 91, **changes: Any) -> RetinaNetConfig:
-        """Settings of torchvision's ``retinanet_resnet50_fpn`` (v1).
+        r"""Settings of torchvision's ``retinanet_resnet50_fpn`` (v1), exactly.
 
-        Anchors from the ``"torchvision"`` preset, P6 from P5, L1 box loss,
-        per-image loss normalisation, padding to 32, 300 detections per image.
-        (torchvision's own ``weights=None`` model uses trainable BatchNorm; its
-        COCO weights use frozen BatchNorm.) Use it with
+        Every setting that changes a result, as torchvision 0.29 has it:
+
+        * anchors: the ``"torchvision"`` preset (truncated sizes, rounded corners)
+          with strides derived from the padded batch, ``H_pad // H_l`` per axis
+          (``derive_anchor_strides=True``; at 800 px P6/P7 step 61/114 px, not 64/128);
+        * matching: ``Matcher(0.5, 0.4, allow_low_quality_matches=True)``, i.e. the
+          ``"torchvision"`` low-quality rule *without* the minimum-IoU guard
+          (``min_low_quality_iou=None``);
+        * network: P6 from P5, 4 head convs, prior 0.01;
+        * loss: focal loss α = 0.25, γ = 2, L1 box loss on unit-weight codes, both
+          normalised per image and averaged over the batch;
+        * transform: ImageNet mean/std, resize to ``min_size=800`` /
+          ``max_size=1333`` (bilinear), padding to a multiple of 32;
+        * post-processing: score 0.05, top 1000 per level, class-wise NMS 0.5,
+          300 detections per image.
+
+        torchvision's own ``weights=None`` model uses trainable BatchNorm
+        (``frozen_bn=False, trainable_layers=5``); its COCO weights use frozen
+        BatchNorm. Use it with
         :func:`focal_detect.models.convert.load_torchvision_retinanet`.
+        Crowd boxes (``"iscrowd"``, which torchvision's model does not read) are
+        handled as in every configuration of this library; targets without that
+        key are treated as torchvision treats them.
+
+        Example:
+            >>> cfg = RetinaNetConfig.torchvision_v1()
+            >>> cfg.derive_anchor_strides, cfg.min_low_quality_iou, cfg.size_divisible
+            (True, None, 32)
         """
         base = cls(
             num_classes=num_classes,
             anchor_preset="torchvision",
+            derive_anchor_strides=True,
+            min_low_quality_iou=None,
+            score_thresh=0.05,
+            topk_candidates=1000,
+            nms_thresh=0.5,
+            min_size=800,
+            max_size=1333,
             p6_from="p5",
             box_loss="l1",
             loss_normalization="image",
@@ -535,7 +601,9 @@ class RetinaNet(nn.Module):
 
     @staticmethod
     def _make_anchor_generator(config: RetinaNetConfig) -> AnchorGenerator:
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = {"derive_strides": config.derive_anchor_strides}
+        if config.anchor_strides is not None:
+            overrides["strides"] = tuple(config.anchor_strides)
         if config.anchor_sizes is not None:
             overrides["sizes"] = tuple(config.anchor_sizes)
         if config.anchor_scales is not None:
@@ -801,13 +869,22 @@ class RetinaNet(nn.Module):
             targets = self._check_targets(targets, num_images)
         batch, sizes, original, targets = self.preprocess(images, targets if self.training else None)
         cls_levels, box_levels = self.dense(batch)
-        feature_sizes = self.feature_sizes((batch.shape[-2], batch.shape[-1]))
+        padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        feature_sizes = self.feature_sizes(padded)
         if self.training:
             assert targets is not None
             return self.compute_loss(
-                torch.cat(cls_levels, dim=1), torch.cat(box_levels, dim=1), targets, feature_sizes
+                torch.cat(cls_levels, dim=1), torch.cat(box_levels, dim=1), targets, feature_sizes,
+                image_size=padded,
             )
-        return self.postprocess(cls_levels, box_levels, feature_sizes, sizes, original)
+        return self.postprocess(cls_levels, box_levels, feature_sizes, sizes, original, padded_size=padded)
+
+    def _check_padded_size(self, fn: str, name: str, value: object) -> None:
+        if value is None and self.anchor_generator.derive_strides:
+            raise ValueError(
+                f"{fn}: {name} (the padded batch's (H, W)) must be given when the anchor "
+                "strides are derived (derive_anchor_strides=True), got None"
+            )
 
     # ------------------------------------------------------------------ loss
     def compute_loss(
@@ -816,6 +893,8 @@ class RetinaNet(nn.Module):
         box_deltas: Tensor,
         targets: list[dict[str, Tensor]],
         feature_sizes: Sequence[tuple[int, int]],
+        *,
+        image_size: tuple[int, int] | None = None,
     ) -> dict[str, Tensor]:
         r"""Focal loss and box loss for a batch.
 
@@ -825,14 +904,20 @@ class RetinaNet(nn.Module):
             targets: Per image ``"boxes"`` ``(M_i, 4)`` in the padded batch's
                 pixels, ``"labels"`` ``(M_i,)``, optional ``"iscrowd"``.
             feature_sizes: ``(H_l, W_l)`` of P3 … P7.
+            image_size: ``(H_pad, W_pad)`` of the padded batch; required when the
+                anchor strides are derived (``derive_anchor_strides``).
 
         Returns:
             ``{"classification": scalar, "bbox_regression": scalar}``.
+
+        Raises:
+            ValueError: ``image_size`` missing with derived anchor strides.
         """
         cfg = self.config
         device = cls_logits.device
-        anchors = self.anchor_generator(feature_sizes, device=device, dtype=torch.float32)
-        levels = self.anchor_generator.levels(feature_sizes)
+        self._check_padded_size("RetinaNet.compute_loss", "image_size", image_size)
+        anchors = self.anchor_generator(feature_sizes, device=device, dtype=torch.float32, image_size=image_size)
+        levels = self.anchor_generator.levels(feature_sizes, image_size=image_size)
         gt_boxes, gt_labels, crowd_boxes = [], [], []
         any_crowd = False
         for t in targets:
@@ -855,6 +940,9 @@ class RetinaNet(nn.Module):
             high_threshold=cfg.fg_iou_thresh,
             low_threshold=cfg.bg_iou_thresh,
             allow_low_quality_matches=cfg.allow_low_quality_matches,
+            low_quality=cfg.low_quality,
+            min_low_quality_iou=cfg.min_low_quality_iou,
+            crowd_ioa_threshold=cfg.crowd_ioa_threshold,
             box_coder=self.box_coder,
             crowd_boxes=crowd_boxes if any_crowd else None,
             levels=levels,
@@ -962,6 +1050,8 @@ class RetinaNet(nn.Module):
         feature_sizes: Sequence[tuple[int, int]],
         image_sizes: Sequence[tuple[int, int]],
         original_sizes: Sequence[tuple[int, int]] | None = None,
+        *,
+        padded_size: tuple[int, int] | None = None,
     ) -> list[dict[str, Tensor]]:
         r"""Detections from per-level head outputs, vectorised over the batch.
 
@@ -993,6 +1083,8 @@ class RetinaNet(nn.Module):
             image_sizes: Per image ``(height, width)`` the boxes are clipped to.
             original_sizes: Per image size to rescale the boxes to (``None``: no
                 rescaling).
+            padded_size: ``(H_pad, W_pad)`` of the padded batch; required when the
+                anchor strides are derived (``derive_anchor_strides``).
 
         Returns:
             One dict per image with ``"boxes"`` ``(D, 4)``, ``"scores"`` ``(D,)``,
@@ -1012,7 +1104,10 @@ class RetinaNet(nn.Module):
         b = cls_levels[0].shape[0]
         k = cls_levels[0].shape[-1]
         device = cls_levels[0].device
-        anchor_levels = self.anchor_generator.grid_anchors(feature_sizes, device=device, dtype=torch.float32)
+        self._check_padded_size("RetinaNet.postprocess", "padded_size", padded_size)
+        anchor_levels = self.anchor_generator.grid_anchors(
+            feature_sizes, device=device, dtype=torch.float32, image_size=padded_size
+        )
         thresh = cfg.score_thresh
         top = cfg.topk_candidates
         image_ids = torch.arange(b, device=device)
