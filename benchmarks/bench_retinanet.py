@@ -179,12 +179,13 @@ def bench(
         cls_l, box_l = ours.head.forward_levels(f_us)
         cls_us, box_us = torch.cat(cls_l, 1), torch.cat(box_l, 1)
         h_tv = tv.head(f_tv)
-    sizes_us = ours.feature_sizes(tuple(batch_us.shape[-2:]))
+    padded_us = (int(batch_us.shape[-2]), int(batch_us.shape[-1]))
+    sizes_us = ours.feature_sizes(padded_us)
 
     def loss_us():
         c = cls_us.detach().requires_grad_()
         b = box_us.detach().requires_grad_()
-        losses = ours.compute_loss(c, b, targets_us, sizes_us)
+        losses = ours.compute_loss(c, b, targets_us, sizes_us, image_size=padded_us)
         sum(losses.values()).backward()
 
     def loss_tv():
@@ -216,7 +217,7 @@ def bench(
         passing = int((torch.cat(cls_l, 1).sigmoid() > 0.05).sum())
 
         def post_us():
-            return ours.postprocess(cls_l, box_l, sizes_us, [(size, size)] * batch, original)
+            return ours.postprocess(cls_l, box_l, sizes_us, [(size, size)] * batch, original, padded_size=padded_us)
 
         def post_tv():
             dets = tv.postprocess_detections(split_tv, split_anchors, image_list.image_sizes)

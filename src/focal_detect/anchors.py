@@ -599,8 +599,8 @@ class AnchorGenerator:
 
     @property
     def strides(self) -> tuple[int | tuple[int, int], ...]:
-        """Nominal stride of each level, in pixels: an int, or ``(stride_h, stride_w)``
-        where the two differ.
+        """Nominal stride of each level in pixels (an int, or ``(stride_h, stride_w)``
+        where the two differ).
 
         Example:
             >>> AnchorGenerator().strides

@@ -2,9 +2,12 @@ r"""Load torchvision RetinaNet weights into :class:`~focal_detect.models.retinan
 
 torchvision's ``retinanet_resnet50_fpn`` (v1) and this library's model compute the
 same function when the model is configured like torchvision's
-(:meth:`RetinaNetConfig.torchvision_v1`: torchvision's anchors, P6 from P5, L1 box
-loss, per-image loss normalisation, padding to 32, 300 detections); only parameter
-names differ. The mapping (``i`` pyramid input, ``j`` hidden conv of a subnet):
+(:meth:`RetinaNetConfig.torchvision_v1`: torchvision's anchors with strides derived
+from the padded batch, its matcher without the minimum-IoU guard, P6 from P5, L1 box
+loss, per-image loss normalisation, resizing to 800 / 1333 and padding to 32, score
+0.05, top 1000 per level, NMS 0.5, 300 detections); only parameter names differ. At
+torchvision's default sizes the detections agree to 1e-3 px and the losses to 1e-5
+relative (``tests/test_torchvision_interop.py``, torchvision 0.29.1). The mapping (``i`` pyramid input, ``j`` hidden conv of a subnet):
 
 =================================================  ===================================
 torchvision                                        focal-detect
