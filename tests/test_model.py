@@ -632,3 +632,62 @@ def test_exported_dense_path_matches_eager() -> None:
     want = model.dense(x)
     for a, b in zip(got[0] + got[1], want[0] + want[1]):
         torch.testing.assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- matcher / strides config
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"low_quality": "mmdetection"},
+        {"min_low_quality_iou": None},
+        {"min_low_quality_iou": 0.2, "crowd_ioa_threshold": None},
+        {"allow_low_quality_matches": False, "crowd_ioa_threshold": 0.7},
+    ],
+)
+def test_every_matching_option_reaches_assign_anchors(monkeypatch, changes) -> None:
+    import focal_detect.models.retinanet as rn
+
+    seen: dict = {}
+    real = rn.assign_anchors
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rn, "assign_anchors", spy)
+    model = tiny(**changes).train()
+    model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])}])
+    defaults = {"low_quality": "torchvision", "min_low_quality_iou": 0.0, "crowd_ioa_threshold": 0.5,
+                "allow_low_quality_matches": True}
+    for key, default in defaults.items():
+        assert seen[key] == changes.get(key, default), key
+
+
+def test_config_rejects_bad_matching_and_stride_settings() -> None:
+    for changes, match in [
+        ({"low_quality": "detectron"}, "low_quality must be one of"),
+        ({"min_low_quality_iou": 1.5}, "min_low_quality_iou must be a number in"),
+        ({"crowd_ioa_threshold": 0.0}, "crowd_ioa_threshold must be a number in"),
+        ({"derive_anchor_strides": 1}, "derive_anchor_strides must be a bool"),
+        ({"anchor_strides": (8, 16, 32, 64)}, r"anchor settings must be valid.*strides must have the same length"),
+        ({"anchor_strides": (8, 16, 32, 64, (128, 0))}, r"anchor settings must be valid.*must be positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            RetinaNetConfig(**changes)
+
+
+def test_derived_strides_need_the_padded_size() -> None:
+    model = tiny(derive_anchor_strides=True, size_divisible=32).eval()
+    with torch.no_grad():
+        batch, sizes, original, _ = model.preprocess([torch.rand(3, 96, 160)])
+        cls, box = model.dense(batch)
+    fs = model.feature_sizes(tuple(batch.shape[-2:]))  # (96, 160): P7 1 x 2 cells
+    with pytest.raises(ValueError, match="padded_size .* must be given when the anchor strides are derived"):
+        model.postprocess(cls, box, fs, sizes, original)
+    with pytest.raises(ValueError, match="image_size .* must be given"):
+        model.compute_loss(torch.cat(cls, 1), torch.cat(box, 1), [], fs)
+    assert model.anchor_generator.level_strides(fs, image_size=(96, 160))[4] == (96, 80)
+    det = model.postprocess(cls, box, fs, sizes, original, padded_size=(96, 160))
+    assert len(det) == 1 and det[0]["boxes"].shape[-1] == 4
