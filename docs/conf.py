@@ -25,6 +25,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # Use the checkout's sources even when the package is not installed editable.
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(DOCS / "_ext"))
 
 import focal_detect  # noqa: E402
 
@@ -46,9 +47,10 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    "external_links",  # docs/_ext: links into the inventories below must be page#anchor
 ]
 
-exclude_patterns = ["_build", "_scripts", "_intersphinx", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_scripts", "_ext", "_intersphinx", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 default_role = "py:obj"
 pygments_style = "sphinx"
@@ -96,7 +98,7 @@ add_module_names = False
 
 # -- intersphinx (offline: local inventories, online link targets) -----------------
 
-intersphinx_mapping = {
+external_link_inventories = {
     "python": ("https://docs.python.org/3", str(DOCS / "_intersphinx" / "python.inv")),
     "torch": ("https://docs.pytorch.org/docs/stable", str(DOCS / "_intersphinx" / "torch.inv")),
     "torchvision": (
@@ -104,6 +106,7 @@ intersphinx_mapping = {
         str(DOCS / "_intersphinx" / "torchvision.inv"),
     ),
 }
+intersphinx_mapping = dict(external_link_inventories)
 intersphinx_timeout = 1
 
 # -- doctest (``sphinx -b doctest docs`` runs ``.. doctest::`` blocks in the pages) -

@@ -268,3 +268,107 @@ def test_intersphinx_inventories_match_their_generator(tmp_path, monkeypatch) ->
         assert (tmp_path / name).read_bytes() == (DOCS / "_intersphinx" / name).read_bytes(), (
             f"docs/_intersphinx/{name} is stale: run python docs/_scripts/make_inventories.py"
         )
+
+
+# ------------------------------------------------------------------- external links
+
+_INVENTORIES = ("python.inv", "torch.inv", "torchvision.inv")
+
+
+def _external_links() -> ModuleType:
+    return load_module(DOCS / "_ext" / "external_links.py")
+
+
+def test_every_inventory_entry_is_an_anchor_on_a_page_of_that_inventory() -> None:
+    """Read the committed inventories directly (not through their generator)."""
+    ext = _external_links()
+    for name in _INVENTORIES:
+        entries = ext.read_inventory(DOCS / "_intersphinx" / name)
+        pages = {uri for _, role, uri in entries if role == "std:doc"}
+        objects = [(n, uri) for n, role, uri in entries if role != "std:doc"]
+        assert len(pages) >= 5 and len(objects) >= 5, name
+        for obj, uri in objects:
+            page, _, fragment = uri.partition("#")
+            assert fragment, f"{name}: {obj} -> {uri!r} has no #fragment"
+            assert page in pages, f"{name}: {obj} -> {uri!r}: page not in the inventory"
+    tensor = dict((n, u) for n, _, u in ext.read_inventory(DOCS / "_intersphinx" / "torch.inv"))
+    assert tensor["torch.Tensor"] == "tensors.html#torch.Tensor"
+
+
+def _mini_site(tmp_path: Path, inventories: Path) -> Path:
+    """A one-page Sphinx project referencing every object of the three inventories."""
+    ext = _external_links()
+    src = tmp_path / "src"
+    src.mkdir(parents=True)
+    bases = {"python": "https://docs.python.org/3",
+             "torch": "https://docs.pytorch.org/docs/stable",
+             "torchvision": "https://docs.pytorch.org/vision/stable"}
+    mapping = {p: (bases[p], str(inventories / f"{p}.inv")) for p in bases}
+    (src / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+        "extensions = ['sphinx.ext.intersphinx', 'external_links']\n"
+        f"external_link_inventories = {mapping!r}\n"
+        "intersphinx_mapping = dict(external_link_inventories)\n"
+        "nitpicky = True\n"
+    )
+    lines = ["Links", "=====", ""]
+    for project in bases:
+        for name, role, _ in ext.read_inventory(inventories / f"{project}.inv"):
+            if role.startswith("py:"):
+                kind = {"exception": "exc", "function": "func"}.get(role[3:], role[3:])
+                lines.append(f"* :py:{kind}:`{name}`")
+    (src / "index.rst").write_text("\n".join(lines) + "\n")
+    return src
+
+
+def _build(src: Path, out: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         str(src), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_docs_build_fails_on_a_link_without_fragment_or_off_the_inventory_pages(
+    tmp_path,
+) -> None:
+    """The -W build accepts the committed inventories and rejects broken link targets.
+
+    The broken inventories are the committed ones with the old generator's defect
+    (``page.html$``: the anchor glued to the page name) and with one page left out of
+    the list of documents.
+    """
+    pytest.importorskip("sphinx")
+    import shutil
+    import zlib
+
+    ok = _build(_mini_site(tmp_path / "ok", DOCS / "_intersphinx"), tmp_path / "ok" / "html")
+    assert ok.returncode == 0, ok.stderr
+    html = (tmp_path / "ok" / "html" / "index.html").read_text()
+    assert 'href="https://docs.pytorch.org/docs/stable/tensors.html#torch.Tensor"' in html
+
+    def broken(kind: str) -> Path:
+        folder = tmp_path / kind / "inv"
+        folder.mkdir(parents=True)
+        for name in _INVENTORIES:
+            shutil.copy(DOCS / "_intersphinx" / name, folder / name)
+        raw = (folder / "torch.inv").read_bytes()
+        head, body = raw.split(b"\n", 4)[:4], raw.split(b"\n", 4)[4]
+        text = zlib.decompress(body).decode()
+        if kind == "no-fragment":
+            text = text.replace("tensors.html#$", "tensors.html$")
+        else:
+            text = "".join(line + "\n" for line in text.splitlines()
+                           if not line.startswith("tensors std:doc"))
+        (folder / "torch.inv").write_bytes(b"\n".join(head) + b"\n" + zlib.compress(text.encode()))
+        return folder
+
+    for kind, message in (("no-fragment", "has no #fragment"),
+                          ("no-page", "a page not in the inventory")):
+        src = _mini_site(tmp_path / kind, broken(kind))
+        result = _build(src, tmp_path / kind / "html")
+        assert result.returncode != 0, kind
+        assert message in result.stderr and "tensors.html" in result.stderr, result.stderr
