@@ -150,23 +150,107 @@ def test_user_guide_pipeline_snippet_runs_and_matches_the_dense_path(capsys) -> 
 # -------------------------------------------------------------------------- tutorials
 
 
-def test_imbalanced_tutorial_focal_loss_helps_the_rare_class() -> None:
-    tutorial = load_module(DOCS / "tutorials" / "imbalanced_classification.py")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    try:
-        results = tutorial.run(seed=0)
-    finally:
-        torch.set_num_threads(threads)
-    bce, focal = results["bce"], results["focal"]
+_WHOLE_FILE_OPTIONS = {":language:", ":linenos:", ":caption:"}
+
+
+def test_tutorial_pages_display_whole_files_and_no_untested_code() -> None:
+    """Each tutorial script is shown whole (no excerpts), and no page has inline code.
+
+    Every ``.py`` and ``.toml`` file in docs/tutorials is ``literalinclude``-d by a
+    tutorial page with only display options, so the page shows exactly the file the
+    tests run; Python code is never typed inline into a page.
+    """
+    included: set[str] = set()
+    directive = re.compile(r"^\.\. literalinclude:: (\S+)\n((?:   :.*\n)*)", re.M)
+    for page in sorted((DOCS / "tutorials").glob("*.rst")):
+        text = page.read_text()
+        assert ".. code-block:: python" not in text, f"{page.name}: inline Python code"
+        for target, options in directive.findall(text):
+            used = {f":{line.split(':')[1]}:" for line in options.split("\n") if line}
+            assert used <= _WHOLE_FILE_OPTIONS, f"{page.name}: {target} shown in part: {used}"
+            included.add(target)
+    files = {p.name for p in (DOCS / "tutorials").iterdir() if p.suffix in (".py", ".toml")}
+    assert files <= included, f"tutorial files no page shows: {sorted(files - included)}"
+    assert {"coco_python.py", "torchrun_train.py", "torchvision_retinanet.py"} <= files
+
+
+def test_imbalanced_tutorial_prints_the_page_table_and_focal_loss_helps_the_rare_class(
+) -> None:
+    from tutorial_pages import console_output, run_tutorial
+
+    command = "python imbalanced_classification.py"
+    shown = console_output("imbalanced_classification.rst", command)
+    printed = run_tutorial("imbalanced_classification.py")
+    assert printed[0] == shown[0] and len(printed) == len(shown) == 4
+    rows = {}
+    for ours, theirs in zip(printed[1:], shown[1:]):
+        name, *values = ours.split()
+        assert name == theirs.split()[0]
+        assert [float(v) for v in values] == pytest.approx(
+            [float(v) for v in theirs.split()[1:]], abs=0.005), (ours, theirs)
+        rows[name] = dict(zip(("recall", "precision", "ap", "easy"), map(float, values)))
+    bce, focal = rows["bce"], rows["focal"]
     # At the default 0.5 threshold the alpha-balanced focal loss finds clearly more of
     # the rare class than plain BCE ...
-    assert focal["recall"] >= bce["recall"] + 0.1, results
+    assert focal["recall"] >= bce["recall"] + 0.1, rows
     # ... without ranking worse (average precision within 0.03) ...
-    assert focal["average_precision"] >= bce["average_precision"] - 0.03, results
+    assert focal["ap"] >= bce["ap"] - 0.03, rows
     # ... and well-classified examples carry almost none of its loss (gamma's job).
-    assert focal["easy_loss_share"] < bce["easy_loss_share"] / 10, results
-    assert results["alpha-bce"]["easy_loss_share"] > 10 * focal["easy_loss_share"], results
+    assert focal["easy"] < bce["easy"] / 10, rows
+    assert rows["alpha-bce"]["easy"] > 10 * focal["easy"], rows
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """``focal-detect export-synthetic`` as the COCO tutorial runs it, at a tiny size."""
+    pytest.importorskip("PIL")
+    pytest.importorskip("pycocotools")
+    from focal_detect.cli import main
+
+    folder = tmp_path_factory.mktemp("tutorial")
+    for split, n, seed in (("shapes_train", 8, 0), ("shapes_val", 4, 1)):
+        main(["export-synthetic", str(folder / "data" / split), "--num-images", str(n),
+              "--image-size", "32", "--seed", str(seed)])
+    return folder
+
+
+def _shape_of(line: str) -> list[str]:
+    """A printed line's words, numbers replaced ("trained 4 steps in 2 s" -> "trained # ...")."""
+    return re.sub(r"\d+(\.\d+)?|n/a", "#", line).split()
+
+
+@pytest.mark.slow
+def test_coco_python_tutorial_runs_as_displayed(tiny_shapes) -> None:
+    """coco_python.py, as shown, in the folder the page's export commands write.
+
+    Tiny settings (FOCAL_DETECT_TUTORIAL_TINY=1); the printed lines have the form the
+    page shows, with the step count the script configures and the COCO table.
+    """
+    from tutorial_pages import console_output, run_tutorial
+
+    shown = console_output("coco_data.rst", "python coco_python.py")
+    printed = run_tutorial("coco_python.py", cwd=tiny_shapes, tiny=True)
+    assert [_shape_of(line) for line in printed] == [_shape_of(line) for line in shown]
+    assert printed[0].startswith("trained 4 steps in ") and shown[0].startswith(
+        "trained 1200 steps in ")
+    assert printed[1].split() == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert (tiny_shapes / "runs" / "cpu_python" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_tutorial_runs_two_gloo_processes_on_cpu(tiny_shapes) -> None:
+    """torchrun_train.py under ``torchrun --standalone --nproc-per-node 2``, on CPUs."""
+    from tutorial_pages import console_output, run_tutorial
+
+    shown = console_output("torchrun.rst", "FOCAL_DETECT_TUTORIAL_TINY=1 torchrun --standalone "
+                                           "--nproc-per-node 2 torchrun_train.py")
+    printed = run_tutorial(
+        "torchrun_train.py", cwd=tiny_shapes, tiny=True,
+        launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"),
+    )
+    assert [_shape_of(line) for line in printed] == [_shape_of(line) for line in shown]
+    # Only process 0 prints; 2 processes x 2 images per step.
+    assert printed == [printed[0]] and printed[0].startswith("2 process(es), 2 steps of 4 images")
 
 
 def test_torchvision_tutorial_loss_matches_golden() -> None:
@@ -217,6 +301,24 @@ def test_coco_tutorial_config_builds_the_configs_it_claims() -> None:
     model = dict(cfg["model"])
     assert model.pop("preset") == "paper"
     assert RetinaNetConfig(num_classes=5, **model).min_size == 600
+
+
+def test_coco_tutorial_cpu_config_is_the_demo_configuration() -> None:
+    """retinanet_cpu.toml (the CPU route): the demo model and the demo's optimiser."""
+    if sys.version_info < (3, 11):
+        pytest.importorskip("tomli")
+    from focal_detect.cli import DEMO_TRAIN, build_model, load_config_file
+    from focal_detect.engine import TrainConfig
+
+    cfg = load_config_file(DOCS / "tutorials" / "retinanet_cpu.toml")
+    train = TrainConfig.from_dict(cfg["train"])
+    assert (train.iterations, train.batch_size, train.amp) == (1200, 16, True)
+    for key in ("optimizer", "lr", "weight_decay", "schedule", "warmup_factor",
+                "clip_grad_norm", "batch_size"):
+        assert getattr(train, key) == DEMO_TRAIN[key], key
+    model = dict(cfg["model"])
+    assert model.pop("preset") == "demo" and not model
+    assert build_model(5, "demo").config.backbone_depth == 18
 
 
 def test_coco_tutorial_bad_boxes_are_skipped_with_one_warning(tmp_path) -> None:
