@@ -37,6 +37,16 @@ copyright = "focal-detect developers"  # noqa: A001 (Sphinx's name)
 release = focal_detect.__version__
 version = ".".join(release.split(".")[:2])
 
+# The versions the documentation quotes ("Tested with" on the start page). Every
+# ``torch==X`` / ``torch X.Y.Z`` / ``torchvision X.Y.Z`` in README.md and the pages must
+# be one of these (tests/test_docs.py checks it).
+TESTED_WITH = {
+    "torch_version": "2.13.0",  # the CPU build of the test suite, doctests and tutorials
+    "peer_torch_version": "2.14.1",  # the pair torchvision is tested with ...
+    "peer_torchvision_version": "0.29.1",  # ... (torchvision is built against one torch)
+}
+rst_prolog = "\n".join(f".. |{key}| replace:: {value}" for key, value in TESTED_WITH.items())
+
 # -- General -----------------------------------------------------------------------
 
 extensions = [

@@ -474,3 +474,27 @@ def test_docs_build_fails_on_a_link_without_fragment_or_off_the_inventory_pages(
         result = _build(src, tmp_path / kind / "html")
         assert result.returncode != 0, kind
         assert message in result.stderr and "tensors.html" in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- versions
+
+_VERSION = re.compile(r"\b(torch|torchvision)(?:==| )(\d+\.\d{1,2}(?:\.\d+)?)\b")
+
+
+def test_quoted_torch_versions_are_the_tested_with_list() -> None:
+    """README.md and every page quote only the versions of conf.py's TESTED_WITH."""
+    conf = (DOCS / "conf.py").read_text()
+    tested = dict(re.findall(r'"(\w+_version)": "([\d.]+)"', conf))
+    allowed = {("torch", tested["torch_version"]), ("torch", tested["peer_torch_version"]),
+               ("torchvision", tested["peer_torchvision_version"])}
+    files = [ROOT / "README.md", *sorted(DOCS.rglob("*.rst")), *sorted(DOCS.rglob("*.toml")),
+             *sorted((DOCS / "tutorials").glob("*.py"))]
+    quoted = {(f.name, m) for f in files for m in _VERSION.findall(f.read_text())}
+    assert quoted, "no version quoted anywhere"
+    wrong = sorted(q for q in quoted if q[1] not in allowed)
+    assert not wrong, f"versions outside docs/conf.py TESTED_WITH: {wrong}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"torch=={tested['torch_version']}" in readme
+    tv_page = (DOCS / "tutorials" / "torchvision_retinanet.rst").read_text()
+    assert (f"torch=={tested['peer_torch_version']} "
+            f"torchvision=={tested['peer_torchvision_version']}") in tv_page
