@@ -180,16 +180,26 @@ def _ensure_figure1(app) -> None:  # noqa: ANN001 (Sphinx app)
     )
 
 
-def _keep_colon_in_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
-    """Stop napoleon reading "Text: more text" in a ``#:`` comment as "type: text".
+_PROSE_DOCS: dict[str, list[str]] = {}
 
-    napoleon parses the first line of an attribute/data docstring as an inline
-    ``type: description``; our constants are documented in prose. A leading empty reST
-    comment (``..``, renders as nothing) gives napoleon a first line without a colon.
-    Runs before napoleon (lower priority number).
+
+def _save_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Keep napoleon away from ``#:`` docs of constants and attributes (1 of 2).
+
+    napoleon reads the first line of a data/attribute docstring as an inline
+    ``type: description`` ("Anchor matched to no object: every class ..." would become
+    a type), and our constants are documented in prose. This hook runs before napoleon
+    (lower priority number) and saves the lines; ``_restore_data_docs`` runs after it and
+    puts them back, so the page and the autosummary tables show the prose as written.
     """
-    if what in ("data", "attribute") and lines and ":" in lines[0]:
-        lines[0:0] = ["..", ""]
+    if what in ("data", "attribute"):
+        _PROSE_DOCS[name] = list(lines)
+
+
+def _restore_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Put back what ``_save_data_docs`` saved (2 of 2; runs after napoleon)."""
+    if what in ("data", "attribute") and name in _PROSE_DOCS:
+        lines[:] = _PROSE_DOCS.pop(name)
 
 
 # -- Re-exported names ---------------------------------------------------------------
@@ -278,8 +288,37 @@ def _parsable_signature(app, what, name, obj, options, signature, return_annotat
     return None
 
 
+# Methods every torch.nn.Module overrides for printing: autodoc would publish PyTorch's
+# stock docstring for them ("Set the extra representation of the module ...").
+_SKIPPED_MODULE_HOOKS = frozenset({"extra_repr"})
+
+
+def _skip_module_hooks(app, what, name, obj, skip, options):  # noqa: ANN001, ANN201
+    """Leave ``extra_repr`` (a printing hook, not API) out of the class pages."""
+    if what == "class" and name in _SKIPPED_MODULE_HOOKS:
+        return True
+    return None
+
+
+def _unparse_binop_with_parentheses() -> None:
+    """Render ``2 ** (1 / 3)`` in a signature as written, not as ``2**1 / 3``.
+
+    Sphinx re-parses each signature and prints a default's binary operations without
+    the parentheses precedence needs (``AnchorGenerator``'s ``scales`` default read as
+    0.67 instead of 1.26). Python's own ``ast.unparse`` keeps them.
+    """
+    import ast
+
+    from sphinx.pycode import ast as sphinx_ast
+
+    sphinx_ast._UnparseVisitor.visit_BinOp = lambda self, node: ast.unparse(node)
+
+
 def setup(app) -> None:  # noqa: ANN001 (Sphinx app)
+    _unparse_binop_with_parentheses()
     app.connect("builder-inited", _ensure_figure1)
-    app.connect("autodoc-process-docstring", _keep_colon_in_data_docs, priority=100)
+    app.connect("autodoc-process-docstring", _save_data_docs, priority=100)
+    app.connect("autodoc-process-docstring", _restore_data_docs, priority=900)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("autodoc-process-signature", _parsable_signature)
+    app.connect("autodoc-skip-member", _skip_module_hooks)

@@ -14,6 +14,7 @@ import json
 import pkgutil
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -161,7 +162,7 @@ def test_tutorial_pages_display_whole_files_and_no_untested_code() -> None:
     tests run; Python code is never typed inline into a page.
     """
     included: set[str] = set()
-    directive = re.compile(r"^\.\. literalinclude:: (\S+)\n((?:   :.*\n)*)", re.M)
+    directive = re.compile(r"^\.\. literalinclude:: (\S+)\n((?:   :.*\n)*)", re.MULTILINE)
     for page in sorted((DOCS / "tutorials").glob("*.rst")):
         text = page.read_text()
         assert ".. code-block:: python" not in text, f"{page.name}: inline Python code"
@@ -393,7 +394,7 @@ def test_every_inventory_entry_is_an_anchor_on_a_page_of_that_inventory() -> Non
             page, _, fragment = uri.partition("#")
             assert fragment, f"{name}: {obj} -> {uri!r} has no #fragment"
             assert page in pages, f"{name}: {obj} -> {uri!r}: page not in the inventory"
-    tensor = dict((n, u) for n, _, u in ext.read_inventory(DOCS / "_intersphinx" / "torch.inv"))
+    tensor = {n: u for n, _, u in ext.read_inventory(DOCS / "_intersphinx" / "torch.inv")}
     assert tensor["torch.Tensor"] == "tensors.html#torch.Tensor"
 
 
@@ -424,13 +425,11 @@ def _mini_site(tmp_path: Path, inventories: Path) -> Path:
     return src
 
 
-def _build(src: Path, out: Path) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-
+def _build(src: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
          str(src), str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
 
 
@@ -498,3 +497,42 @@ def test_quoted_torch_versions_are_the_tested_with_list() -> None:
     tv_page = (DOCS / "tutorials" / "torchvision_retinanet.rst").read_text()
     assert (f"torch=={tested['peer_torch_version']} "
             f"torchvision=={tested['peer_torchvision_version']}") in tv_page
+
+
+# ------------------------------------------------------------------------ API polish
+
+
+def _conf() -> ModuleType:
+    pytest.importorskip("sphinx")
+    return load_module(DOCS / "conf.py")
+
+
+def test_signature_defaults_keep_the_parentheses_precedence_needs() -> None:
+    """AnchorGenerator's scales default must read 2 ** (1 / 3), not 2**1 / 3 (= 0.67)."""
+    from sphinx.util.inspect import signature_from_str
+
+    _conf()._unparse_binop_with_parentheses()
+    sig = signature_from_str(
+        "(scales=(1.0, 2 ** (1 / 3), 2 ** (2 / 3)), x=(1 - 2) * 3, y=2 ** 3 ** 2)")
+    defaults = [str(p.default) for p in sig.parameters.values()]
+    assert defaults == ["(1.0, 2 ** (1 / 3), 2 ** (2 / 3))", "(1 - 2) * 3", "2 ** 3 ** 2"]
+    assert eval(defaults[0]) == (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # our own literal
+
+
+def test_api_pages_leave_out_torch_printing_hooks_and_keep_constant_summaries() -> None:
+    conf = _conf()
+    from focal_detect.coding import BoxCoder
+
+    assert conf._skip_module_hooks(None, "class", "extra_repr", BoxCoder.extra_repr, False, {})
+    assert conf._skip_module_hooks(None, "class", "encode", BoxCoder.encode, False, {}) is None
+    # A constant's "#:" prose survives napoleon (which runs between the two hooks) and
+    # keeps its first line, the summary of the autosummary table.
+    from sphinx.ext.napoleon import Config, GoogleDocstring
+
+    original = ["Anchor matched to no object: every class is a negative.", ""]
+    lines = list(original)
+    conf._save_data_docs(None, "data", "focal_detect.BACKGROUND", -1, {}, lines)
+    lines[:] = GoogleDocstring(lines, Config(), what="data", name="BACKGROUND").lines()
+    assert lines != original  # napoleon alone turns the first line into a type
+    conf._restore_data_docs(None, "data", "focal_detect.BACKGROUND", -1, {}, lines)
+    assert lines == original
