@@ -127,6 +127,12 @@ def test_quickstart_snippet_runs_and_normalises_by_foreground(capsys) -> None:
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     assert logits.grad is not None and logits.grad[1, 43].abs().sum() == 0  # IGNORE row
     assert f"loss = {loss.item():.3f}" in out
+    # What the start page says it prints (the prior-initialised head: about 1.19, not
+    # the ~20 000 of random logits).
+    from tutorial_pages import console_output
+
+    assert out.rstrip("\n").split("\n") == console_output("../index.rst", "python quickstart.py")
+    assert 1.0 < loss.item() < 1.5
 
 
 def test_user_guide_pipeline_snippet_runs_and_matches_the_dense_path(capsys) -> None:
