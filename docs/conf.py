@@ -102,6 +102,8 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_param = True
 napoleon_preprocess_types = False
+# "Shape:" sections list each tensor argument's shape (and the output's), like "Args:".
+napoleon_custom_sections = [("Shape", "params_style")]
 napoleon_attr_annotations = False  # "list[dict[str, float]]" would be split at the comma
 python_use_unqualified_type_names = True
 add_module_names = False

@@ -542,3 +542,33 @@ def test_api_pages_leave_out_torch_printing_hooks_and_keep_constant_summaries() 
     assert lines != original  # napoleon alone turns the first line into a type
     conf._restore_data_docs(None, "data", "focal_detect.BACKGROUND", -1, {}, lines)
     assert lines == original
+
+
+# Functions that take tensors but no shaped ones (state dicts of weights).
+_NO_SHAPE_SECTION = {"convert_torchvision_retinanet", "load_resnet_state_dict",
+                     "load_torchvision_retinanet"}
+
+
+def test_every_public_function_taking_tensors_has_a_shape_section() -> None:
+    import inspect
+    import typing
+
+    missing, seen = [], 0
+    for module_name in _public_modules():
+        module = importlib.import_module(module_name)
+        for name in _public(module_name):
+            obj = getattr(module, name)
+            if not inspect.isfunction(obj) or name in _NO_SHAPE_SECTION:
+                continue
+            hints = typing.get_type_hints(obj)
+            if any("Tensor" in str(v) for k, v in hints.items() if k != "return"):
+                seen += 1
+                doc = inspect.getdoc(obj) or ""
+                section = doc.split("\nShape:\n", 1)[1].split("\n\n", 1)[0] if (
+                    "\nShape:\n" in doc) else ""
+                tensors = [k for k, v in hints.items() if k != "return" and "Tensor" in str(v)
+                           and "dict" not in str(v)]
+                if not section or any(f"{t}:" not in section for t in tensors):
+                    missing.append(f"{module_name}.{name}")
+    assert seen >= 20
+    assert not missing, f"no 'Shape:' section naming each tensor argument: {sorted(set(missing))}"

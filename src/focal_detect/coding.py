@@ -94,6 +94,11 @@ def encode_boxes(
     Equal to torchvision's ``BoxCoder(weights).encode_single(reference_boxes=boxes,
     proposals=anchors)``.
 
+    Shape:
+        boxes: ``(N, 4)`` or ``(B, N, 4)``.
+        anchors: ``(N, 4)`` or ``(B, N, 4)``.
+        output: ``(..., N, 4)``, the broadcast shape.
+
     Args:
         boxes: ``(N, 4)`` or ``(B, N, 4)`` target boxes in ``(x1, y1, x2, y2)``.
         anchors: ``(N, 4)`` or ``(B, N, 4)``, broadcast against ``boxes``; positive
@@ -152,6 +157,11 @@ def decode_boxes(
 
     and likewise for :math:`y, h`, with :math:`c` = ``clamp``. Equal to torchvision's
     ``BoxCoder(weights, bbox_xform_clip=clamp).decode_single(deltas, anchors)``.
+
+    Shape:
+        deltas: ``(N, 4)`` or ``(B, N, 4)``.
+        anchors: ``(N, 4)`` or ``(B, N, 4)``.
+        output: ``(..., N, 4)``, the broadcast shape.
 
     Args:
         deltas: ``(N, 4)`` or ``(B, N, 4)`` as ``(dx, dy, dw, dh)``.
