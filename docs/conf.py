@@ -161,6 +161,7 @@ html_theme = "furo"
 html_title = f"focal-detect {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["search-math.js"]  # search excerpts: formulas as text, not raw TeX
 html_show_sourcelink = False
 html_theme_options = {
     "sidebar_hide_name": False,
