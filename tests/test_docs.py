@@ -572,3 +572,29 @@ def test_every_public_function_taking_tensors_has_a_shape_section() -> None:
                     missing.append(f"{module_name}.{name}")
     assert seen >= 20
     assert not missing, f"no 'Shape:' section naming each tensor argument: {sorted(set(missing))}"
+
+
+# Documented methods of public classes that take tensors and show a Shape: section.
+_METHODS_WITH_SHAPES = [
+    ("focal_detect.losses", "FocalLossNormalizer", "forward"),
+    ("focal_detect.coding", "BoxCoder", "encode"),
+    ("focal_detect.coding", "BoxCoder", "decode"),
+    ("focal_detect.coding", "BoxCoder", "forward"),
+    ("focal_detect.matching", "Matcher", "__call__"),
+    ("focal_detect.matching", "AnchorAssigner", "__call__"),
+    ("focal_detect.models", "FPN", "forward"),
+    ("focal_detect.models", "ResNet", "forward"),
+    ("focal_detect.models", "RetinaNetHead", "forward"),
+    ("focal_detect.models", "RetinaNetHead", "forward_levels"),
+    ("focal_detect.models", "RetinaNet", "forward"),
+]
+
+
+@pytest.mark.parametrize(("module_name", "cls", "method"), _METHODS_WITH_SHAPES)
+def test_tensor_methods_have_a_shape_section(module_name: str, cls: str, method: str) -> None:
+    import inspect
+
+    doc = inspect.getdoc(getattr(getattr(importlib.import_module(module_name), cls), method))
+    assert doc and "\nShape:\n" in doc, f"{cls}.{method}"
+    section = doc.split("\nShape:\n", 1)[1]
+    assert "output:" in section.split("\n\n", 1)[0], f"{cls}.{method}: no output shape"

@@ -257,6 +257,11 @@ class BoxCoder(nn.Module):
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """Deltas of ``boxes`` relative to ``anchors``, see :func:`encode_boxes`.
 
+        Shape:
+            boxes: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
+
         Example:
             >>> BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)).encode(
             ...     torch.tensor([[1.0, 0.0, 11.0, 10.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
@@ -266,6 +271,11 @@ class BoxCoder(nn.Module):
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         """Boxes from ``deltas`` relative to ``anchors``, see :func:`decode_boxes`.
+
+        Shape:
+            deltas: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
 
         Example:
             >>> BoxCoder().decode(torch.zeros(2, 1, 4), torch.tensor([[0.0, 0.0, 4.0, 2.0]]))
@@ -277,6 +287,11 @@ class BoxCoder(nn.Module):
 
     def forward(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         """Same as :meth:`decode`.
+
+        Shape:
+            deltas: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
 
         Example:
             >>> BoxCoder()(torch.zeros(1, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))

@@ -1083,7 +1083,12 @@ class FocalLossNormalizer(nn.Module):
         self.register_buffer("running_count", torch.tensor(float(initial)))
 
     def forward(self, num_foreground: Tensor) -> Tensor:
-        """Return the divisor (0-d float tensor on ``num_foreground``'s device)."""
+        """Return the divisor (0-d float tensor on ``num_foreground``'s device).
+
+        Shape:
+            num_foreground: any shape, summed (e.g. ``()`` or ``(B,)``).
+            output: ``()``.
+        """
         check_tensor("FocalLossNormalizer", "num_foreground", num_foreground)
         n = num_foreground.detach().to(self.running_count.dtype).sum()
         if self.distributed and _dist_ready():

@@ -292,7 +292,13 @@ class Matcher:
         )
 
     def __call__(self, match_quality_matrix: Tensor, valid: Tensor | None = None) -> Tensor:
-        """Match the columns of ``match_quality_matrix`` ``(M, N)`` / ``(B, M, N)``."""
+        """Match the columns of ``match_quality_matrix`` ``(M, N)`` / ``(B, M, N)``.
+
+        Shape:
+            match_quality_matrix: ``(M, N)`` or ``(B, M, N)``.
+            valid: ``(M,)`` or ``(B, M)``.
+            output: ``(N,)`` or ``(B, N)``.
+        """
         return match_anchors(
             match_quality_matrix,
             valid,
@@ -1080,7 +1086,15 @@ class AnchorAssigner:
         crowd_boxes: Sequence[Tensor] | None = None,
         levels: Sequence[Any] | None = None,
     ) -> AnchorAssignment:
-        """Run :func:`assign_anchors` with the stored hyper-parameters."""
+        """Run :func:`assign_anchors` with the stored hyper-parameters.
+
+        Shape:
+            anchors: ``(N, 4)``.
+            gt_boxes: ``B`` tensors ``(M_i, 4)``.
+            gt_labels: ``B`` tensors ``(M_i,)``.
+            crowd_boxes: ``B`` tensors ``(C_i, 4)``.
+            output: as :func:`assign_anchors`.
+        """
         return assign_anchors(
             anchors,
             gt_boxes,
