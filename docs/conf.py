@@ -25,6 +25,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # Use the checkout's sources even when the package is not installed editable.
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(DOCS / "_ext"))
 
 import focal_detect  # noqa: E402
 
@@ -36,6 +37,16 @@ copyright = "focal-detect developers"  # noqa: A001 (Sphinx's name)
 release = focal_detect.__version__
 version = ".".join(release.split(".")[:2])
 
+# The versions the documentation quotes ("Tested with" on the start page). Every
+# ``torch==X`` / ``torch X.Y.Z`` / ``torchvision X.Y.Z`` in README.md and the pages must
+# be one of these (tests/test_docs.py checks it).
+TESTED_WITH = {
+    "torch_version": "2.13.0",  # the CPU build of the test suite, doctests and tutorials
+    "peer_torch_version": "2.14.1",  # the pair torchvision is tested with ...
+    "peer_torchvision_version": "0.29.1",  # ... (torchvision is built against one torch)
+}
+rst_prolog = "\n".join(f".. |{key}| replace:: {value}" for key, value in TESTED_WITH.items())
+
 # -- General -----------------------------------------------------------------------
 
 extensions = [
@@ -46,9 +57,10 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    "external_links",  # docs/_ext: links into the inventories below must be page#anchor
 ]
 
-exclude_patterns = ["_build", "_scripts", "_intersphinx", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_scripts", "_ext", "_intersphinx", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 default_role = "py:obj"
 pygments_style = "sphinx"
@@ -90,13 +102,15 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_param = True
 napoleon_preprocess_types = False
+# "Shape:" sections list each tensor argument's shape (and the output's), like "Args:".
+napoleon_custom_sections = [("Shape", "params_style")]
 napoleon_attr_annotations = False  # "list[dict[str, float]]" would be split at the comma
 python_use_unqualified_type_names = True
 add_module_names = False
 
 # -- intersphinx (offline: local inventories, online link targets) -----------------
 
-intersphinx_mapping = {
+external_link_inventories = {
     "python": ("https://docs.python.org/3", str(DOCS / "_intersphinx" / "python.inv")),
     "torch": ("https://docs.pytorch.org/docs/stable", str(DOCS / "_intersphinx" / "torch.inv")),
     "torchvision": (
@@ -104,6 +118,7 @@ intersphinx_mapping = {
         str(DOCS / "_intersphinx" / "torchvision.inv"),
     ),
 }
+intersphinx_mapping = dict(external_link_inventories)
 intersphinx_timeout = 1
 
 # -- doctest (``sphinx -b doctest docs`` runs ``.. doctest::`` blocks in the pages) -
@@ -146,6 +161,7 @@ html_theme = "furo"
 html_title = f"focal-detect {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["search-math.js"]  # search excerpts: formulas as text, not raw TeX
 html_show_sourcelink = False
 html_theme_options = {
     "sidebar_hide_name": False,
@@ -167,16 +183,26 @@ def _ensure_figure1(app) -> None:  # noqa: ANN001 (Sphinx app)
     )
 
 
-def _keep_colon_in_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
-    """Stop napoleon reading "Text: more text" in a ``#:`` comment as "type: text".
+_PROSE_DOCS: dict[str, list[str]] = {}
 
-    napoleon parses the first line of an attribute/data docstring as an inline
-    ``type: description``; our constants are documented in prose. A leading empty reST
-    comment (``..``, renders as nothing) gives napoleon a first line without a colon.
-    Runs before napoleon (lower priority number).
+
+def _save_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Keep napoleon away from ``#:`` docs of constants and attributes (1 of 2).
+
+    napoleon reads the first line of a data/attribute docstring as an inline
+    ``type: description`` ("Anchor matched to no object: every class ..." would become
+    a type), and our constants are documented in prose. This hook runs before napoleon
+    (lower priority number) and saves the lines; ``_restore_data_docs`` runs after it and
+    puts them back, so the page and the autosummary tables show the prose as written.
     """
-    if what in ("data", "attribute") and lines and ":" in lines[0]:
-        lines[0:0] = ["..", ""]
+    if what in ("data", "attribute"):
+        _PROSE_DOCS[name] = list(lines)
+
+
+def _restore_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+    """Put back what ``_save_data_docs`` saved (2 of 2; runs after napoleon)."""
+    if what in ("data", "attribute") and name in _PROSE_DOCS:
+        lines[:] = _PROSE_DOCS.pop(name)
 
 
 # -- Re-exported names ---------------------------------------------------------------
@@ -265,8 +291,37 @@ def _parsable_signature(app, what, name, obj, options, signature, return_annotat
     return None
 
 
+# Methods every torch.nn.Module overrides for printing: autodoc would publish PyTorch's
+# stock docstring for them ("Set the extra representation of the module ...").
+_SKIPPED_MODULE_HOOKS = frozenset({"extra_repr"})
+
+
+def _skip_module_hooks(app, what, name, obj, skip, options):  # noqa: ANN001, ANN201
+    """Leave ``extra_repr`` (a printing hook, not API) out of the class pages."""
+    if what == "class" and name in _SKIPPED_MODULE_HOOKS:
+        return True
+    return None
+
+
+def _unparse_binop_with_parentheses() -> None:
+    """Render ``2 ** (1 / 3)`` in a signature as written, not as ``2**1 / 3``.
+
+    Sphinx re-parses each signature and prints a default's binary operations without
+    the parentheses precedence needs (``AnchorGenerator``'s ``scales`` default read as
+    0.67 instead of 1.26). Python's own ``ast.unparse`` keeps them.
+    """
+    import ast
+
+    from sphinx.pycode import ast as sphinx_ast
+
+    sphinx_ast._UnparseVisitor.visit_BinOp = lambda self, node: ast.unparse(node)
+
+
 def setup(app) -> None:  # noqa: ANN001 (Sphinx app)
+    _unparse_binop_with_parentheses()
     app.connect("builder-inited", _ensure_figure1)
-    app.connect("autodoc-process-docstring", _keep_colon_in_data_docs, priority=100)
+    app.connect("autodoc-process-docstring", _save_data_docs, priority=100)
+    app.connect("autodoc-process-docstring", _restore_data_docs, priority=900)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("autodoc-process-signature", _parsable_signature)
+    app.connect("autodoc-skip-member", _skip_module_hooks)

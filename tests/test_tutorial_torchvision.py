@@ -76,3 +76,20 @@ def test_matcher_is_a_drop_in_for_torchvisions_proposal_matcher() -> None:
     ours = model(images, targets)
     for key in reference:
         torch.testing.assert_close(ours[key], reference[key], rtol=0, atol=0)
+
+
+def test_script_prints_what_the_page_shows() -> None:
+    """``python torchvision_retinanet.py`` as displayed; the page's output to the digit.
+
+    The page's numbers are from torch 2.14.1 / torchvision 0.29.1 (the pair it tells
+    readers to install); other releases may differ in the last digits.
+    """
+    from tutorial_pages import console_output, run_tutorial
+
+    shown = console_output("torchvision_retinanet.rst", "python torchvision_retinanet.py")
+    printed = run_tutorial("torchvision_retinanet.py")
+    if (torch.__version__.split("+")[0], torchvision.__version__.split("+")[0]) == (
+        "2.14.1", "0.29.1"):
+        assert printed == shown
+    else:
+        assert [line.split()[0] for line in printed] == [line.split()[0] for line in shown]

@@ -76,6 +76,11 @@ def focal_loss_cdf(
     accumulated in float64. A group without examples gives NaN curves; a group whose
     losses are all zero gives the diagonal :math:`C(f) = f`.
 
+    Shape:
+        logits: ``(..., K)``, e.g. ``(B, N, K)``.
+        labels: ``(...)``, e.g. ``(B, N)``.
+        output: curves ``(P,)``, ``P = num_points``.
+
     Args:
         logits: Classification logits ``(..., K)``, e.g. ``(B, N, K)`` of a trained
             detector on held-out images.

@@ -84,6 +84,10 @@ def box_area(boxes: Tensor) -> Tensor:
     Degenerate boxes (``x2 < x1`` or ``y2 < y1``) are not clamped: their "area" is the
     signed product, as in torchvision.
 
+    Shape:
+        boxes: ``(..., 4)``.
+        output: ``(...)``.
+
     Args:
         boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
 
@@ -144,6 +148,11 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes, degenerate boxes) the IoU is defined as 0 instead of torchvision's NaN /
     ``-0.0``, so the result is always finite for finite input and lies in ``[0, 1]``.
 
+    Shape:
+        boxes1: ``(N, 4)`` or ``(B, N, 4)``.
+        boxes2: ``(M, 4)`` or ``(B, M, 4)``.
+        output: ``(N, M)``, or ``(B, N, M)`` when either input is batched.
+
     Args:
         boxes1: ``(N, 4)`` or ``(B, N, 4)`` in ``(x1, y1, x2, y2)``.
         boxes2: ``(M, 4)`` or ``(B, M, 4)``. A 2-D argument is broadcast against a
@@ -186,6 +195,11 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     term follows :func:`box_iou` (0 for a non-positive union) and the penalty term is
     0 when :math:`|C| = 0` (torchvision: NaN), so the result is always finite.
 
+    Shape:
+        boxes1: ``(N, 4)`` or ``(B, N, 4)``.
+        boxes2: ``(M, 4)`` or ``(B, M, 4)``.
+        output: ``(N, M)``, or ``(B, N, M)`` when either input is batched.
+
     Args:
         boxes1: ``(N, 4)`` or ``(B, N, 4)`` in ``(x1, y1, x2, y2)``.
         boxes2: ``(M, 4)`` or ``(B, M, 4)``.
@@ -223,6 +237,10 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     :math:`c_x = (x_1 + x_2) / 2`, :math:`w = x_2 - x_1` (same operations as
     ``torchvision.ops.box_convert``).
 
+    Shape:
+        boxes: ``(..., 4)``.
+        output: ``(..., 4)``.
+
     Args:
         boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
 
@@ -243,6 +261,10 @@ def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
 
     :math:`x_1 = c_x - w / 2`, :math:`x_2 = c_x + w / 2` (computed as
     ``cx - 0.5 * w``, as ``torchvision.ops.box_convert``).
+
+    Shape:
+        boxes: ``(..., 4)``.
+        output: ``(..., 4)``.
 
     Args:
         boxes: ``(..., 4)`` in ``(cx, cy, w, h)``.
@@ -265,6 +287,10 @@ def clip_boxes(boxes: Tensor, size: Sequence[float]) -> Tensor:
     Same result as ``torchvision.ops.clip_boxes_to_image``. Boxes entirely outside
     the image become zero-area boxes on its border (remove them with
     :func:`remove_small_boxes`).
+
+    Shape:
+        boxes: ``(..., 4)``.
+        output: ``(..., 4)``.
 
     Args:
         boxes: ``(..., 4)`` in ``(x1, y1, x2, y2)``.
@@ -298,6 +324,10 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
 
     Same result as ``torchvision.ops.remove_small_boxes``; degenerate boxes (negative
     width or height) are removed for any ``min_size >= 0``.
+
+    Shape:
+        boxes: ``(N, 4)``.
+        output: ``(K,)`` indices, ``K <= N``.
 
     Args:
         boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.
@@ -573,6 +603,11 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     :math:`k_j = \neg \bigvee_{i<j} (\mathrm{IoU}_{ij} > t \wedge k_i)`, found by a
     few vectorised iterations.
 
+    Shape:
+        boxes: ``(N, 4)``.
+        scores: ``(N,)``.
+        output: ``(K,)`` indices, ``K <= N``.
+
     Args:
         boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.
         scores: ``(N,)`` scores.
@@ -610,6 +645,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     categories suppress each other. All categories are processed together in a
     padded ``(C, L, 4)`` layout (``C`` categories, ``L`` boxes in the largest), see
     :func:`nms`.
+
+    Shape:
+        boxes: ``(N, 4)``.
+        scores: ``(N,)``.
+        idxs: ``(N,)``.
+        output: ``(K,)`` indices, ``K <= N``.
 
     Args:
         boxes: ``(N, 4)`` in ``(x1, y1, x2, y2)``.

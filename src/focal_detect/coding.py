@@ -94,6 +94,11 @@ def encode_boxes(
     Equal to torchvision's ``BoxCoder(weights).encode_single(reference_boxes=boxes,
     proposals=anchors)``.
 
+    Shape:
+        boxes: ``(N, 4)`` or ``(B, N, 4)``.
+        anchors: ``(N, 4)`` or ``(B, N, 4)``.
+        output: ``(..., N, 4)``, the broadcast shape.
+
     Args:
         boxes: ``(N, 4)`` or ``(B, N, 4)`` target boxes in ``(x1, y1, x2, y2)``.
         anchors: ``(N, 4)`` or ``(B, N, 4)``, broadcast against ``boxes``; positive
@@ -152,6 +157,11 @@ def decode_boxes(
 
     and likewise for :math:`y, h`, with :math:`c` = ``clamp``. Equal to torchvision's
     ``BoxCoder(weights, bbox_xform_clip=clamp).decode_single(deltas, anchors)``.
+
+    Shape:
+        deltas: ``(N, 4)`` or ``(B, N, 4)``.
+        anchors: ``(N, 4)`` or ``(B, N, 4)``.
+        output: ``(..., N, 4)``, the broadcast shape.
 
     Args:
         deltas: ``(N, 4)`` or ``(B, N, 4)`` as ``(dx, dy, dw, dh)``.
@@ -247,6 +257,11 @@ class BoxCoder(nn.Module):
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """Deltas of ``boxes`` relative to ``anchors``, see :func:`encode_boxes`.
 
+        Shape:
+            boxes: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
+
         Example:
             >>> BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)).encode(
             ...     torch.tensor([[1.0, 0.0, 11.0, 10.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
@@ -256,6 +271,11 @@ class BoxCoder(nn.Module):
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         """Boxes from ``deltas`` relative to ``anchors``, see :func:`decode_boxes`.
+
+        Shape:
+            deltas: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
 
         Example:
             >>> BoxCoder().decode(torch.zeros(2, 1, 4), torch.tensor([[0.0, 0.0, 4.0, 2.0]]))
@@ -267,6 +287,11 @@ class BoxCoder(nn.Module):
 
     def forward(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         """Same as :meth:`decode`.
+
+        Shape:
+            deltas: ``(N, 4)`` or ``(B, N, 4)``.
+            anchors: ``(N, 4)`` or ``(B, N, 4)``.
+            output: ``(..., N, 4)``, the broadcast shape.
 
         Example:
             >>> BoxCoder()(torch.zeros(1, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))

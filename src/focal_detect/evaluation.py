@@ -226,6 +226,12 @@ def draw_detections(
 ) -> Any:
     r"""Draw boxes with class names and scores on an image (returns a PIL image).
 
+    Shape:
+        image: ``(3, H, W)``.
+        boxes: ``(D, 4)``.
+        labels: ``(D,)``.
+        scores: ``(D,)``.
+
     Args:
         image: ``(3, H, W)`` float in ``[0, 1]``.
         boxes: ``(D, 4)`` in ``(x1, y1, x2, y2)`` pixels.

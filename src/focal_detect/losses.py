@@ -631,6 +631,11 @@ def sigmoid_focal_loss(
     ``RuntimeError``. No gradient flows to
     ``targets`` unless they require one (then a plain autograd formula is used).
 
+    Shape:
+        inputs: ``(*)``, any shape.
+        targets: ``(*)``, as ``inputs``.
+        output: ``(*)`` for ``reduction="none"``, else ``()``.
+
     Args:
         inputs: Logits :math:`x`, any shape ``(*)``, floating point.
         targets: Same shape; 1 positive, 0 negative, or soft targets in ``[0, 1]``.
@@ -706,6 +711,11 @@ def compiled_sigmoid_focal_loss(
     each new ``alpha``/``gamma``/``reduction``, dtype or shape recompiles. Use the
     eager function for one-off calls.
 
+    Shape:
+        inputs: ``(*)``, any shape.
+        targets: ``(*)``, as ``inputs``.
+        output: ``(*)`` for ``reduction="none"``, else ``()``.
+
     Args:
         inputs: Logits ``(*)``.
         targets: Same shape, in ``[0, 1]``.
@@ -743,6 +753,12 @@ def sigmoid_focal_loss_from_labels(
 
     .. math::
         \ell_{a,k} = w_a\,[\ell_a \ne \mathrm{IGNORE}]\;\mathrm{FL}(x_{a,k}, [\ell_a = k]).
+
+    Shape:
+        inputs: ``(..., K)``, e.g. ``(B, N, K)``.
+        labels: ``(...)``, e.g. ``(B, N)``.
+        weights: ``(...)``, as ``labels``.
+        output: ``(..., K)`` for ``reduction="none"``, else ``()``.
 
     Args:
         inputs: Logits ``(..., K)``, e.g. ``(B, N, K)``.
@@ -927,6 +943,11 @@ def sigmoid_focal_loss_star(
     :math:`p^*_t = 1/2` exactly where :math:`p_t = 1/2`, and it is a CE on logits
     scaled by :math:`\gamma`, divided by :math:`\gamma`.
 
+    Shape:
+        inputs: ``(*)``, any shape.
+        targets: ``(*)``, as ``inputs``.
+        output: ``(*)`` for ``reduction="none"``, else ``()``.
+
     Args:
         inputs: Logits ``(*)``.
         targets: Same shape; 1 positive, 0 negative (soft values allowed).
@@ -1062,7 +1083,12 @@ class FocalLossNormalizer(nn.Module):
         self.register_buffer("running_count", torch.tensor(float(initial)))
 
     def forward(self, num_foreground: Tensor) -> Tensor:
-        """Return the divisor (0-d float tensor on ``num_foreground``'s device)."""
+        """Return the divisor (0-d float tensor on ``num_foreground``'s device).
+
+        Shape:
+            num_foreground: any shape, summed (e.g. ``()`` or ``(B,)``).
+            output: ``()``.
+        """
         check_tensor("FocalLossNormalizer", "num_foreground", num_foreground)
         n = num_foreground.detach().to(self.running_count.dtype).sum()
         if self.distributed and _dist_ready():
@@ -1103,6 +1129,11 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
 
     ``beta = 0.11`` (1/9) is Detectron's RetinaNet setting.
 
+    Shape:
+        input: ``(*)``, e.g. ``(B, N, 4)``.
+        target: ``(*)``, as ``input``.
+        output: ``(*)`` for ``reduction="none"``, else ``()``.
+
     Args:
         input: Predicted deltas ``(*)``, e.g. ``(B, N, 4)``.
         target: Same shape.
@@ -1133,6 +1164,11 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     r"""L1 box loss :math:`|\mathrm{input} - \mathrm{target}|`.
 
+    Shape:
+        input: ``(*)``, e.g. ``(B, N, 4)``.
+        target: ``(*)``, as ``input``.
+        output: ``(*)`` for ``reduction="none"``, else ``()``.
+
     Args:
         input: ``(*)``.
         target: Same shape.
@@ -1161,6 +1197,11 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
 
     with intersection :math:`I`, union :math:`U` and smallest enclosing box area
     :math:`C` (same numbers as ``torchvision.ops.generalized_box_iou_loss``).
+
+    Shape:
+        boxes1: ``(..., 4)``.
+        boxes2: ``(..., 4)``, as ``boxes1``.
+        output: ``(...)`` for ``reduction="none"``, else ``()``.
 
     Args:
         boxes1: ``(..., 4)`` in ``(x1, y1, x2, y2)``.

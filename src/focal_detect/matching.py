@@ -159,6 +159,11 @@ def match_anchors(
     the guard is on by default; ``min_low_quality_iou=None`` with the defaults is
     exactly ``torchvision.models.detection._utils.Matcher(high, low, True)``.
 
+    Shape:
+        quality: ``(M, N)`` or ``(B, M, N)``.
+        valid: ``(M,)`` or ``(B, M)``.
+        output: ``(N,)`` or ``(B, N)``.
+
     Args:
         quality: ``(M, N)`` or ``(B, M, N)`` float matrix, boxes along ``M``.
         valid: Optional bool mask ``(M,)`` / ``(B, M)``: ``False`` rows are padding
@@ -287,7 +292,13 @@ class Matcher:
         )
 
     def __call__(self, match_quality_matrix: Tensor, valid: Tensor | None = None) -> Tensor:
-        """Match the columns of ``match_quality_matrix`` ``(M, N)`` / ``(B, M, N)``."""
+        """Match the columns of ``match_quality_matrix`` ``(M, N)`` / ``(B, M, N)``.
+
+        Shape:
+            match_quality_matrix: ``(M, N)`` or ``(B, M, N)``.
+            valid: ``(M,)`` or ``(B, M)``.
+            output: ``(N,)`` or ``(B, N)``.
+        """
         return match_anchors(
             match_quality_matrix,
             valid,
@@ -458,6 +469,13 @@ def assign_anchors(
     about ``max_memory_bytes``. No Python loop over images in either path. (With
     ``low_threshold=0`` every anchor of an image with boxes is decided by its IoU, so
     the dense path is used even when ``levels`` is given.)
+
+    Shape:
+        anchors: ``(N, 4)``.
+        gt_boxes: ``B`` tensors ``(M_i, 4)``.
+        gt_labels: ``B`` tensors ``(M_i,)``.
+        crowd_boxes: ``B`` tensors ``(C_i, 4)``.
+        output: ``labels``, ``foreground``, ``matched_gt`` ``(B, N)``; ``box_targets`` ``(B, N, 4)``.
 
     Args:
         anchors: ``(N, 4)`` anchors in ``(x1, y1, x2, y2)``, shared by the images.
@@ -1078,7 +1096,15 @@ class AnchorAssigner:
         crowd_boxes: Sequence[Tensor] | None = None,
         levels: Sequence[Any] | None = None,
     ) -> AnchorAssignment:
-        """Run :func:`assign_anchors` with the stored hyper-parameters."""
+        """Run :func:`assign_anchors` with the stored hyper-parameters.
+
+        Shape:
+            anchors: ``(N, 4)``.
+            gt_boxes: ``B`` tensors ``(M_i, 4)``.
+            gt_labels: ``B`` tensors ``(M_i,)``.
+            crowd_boxes: ``B`` tensors ``(C_i, 4)``.
+            output: as :func:`assign_anchors`.
+        """
         return assign_anchors(
             anchors,
             gt_boxes,

@@ -81,6 +81,12 @@ def ohem_sample(
     Ties are broken towards the lower anchor index. The selection is not
     differentiable and reads no value back to the host unless NMS is used.
 
+    Shape:
+        losses: ``(B, N)`` or ``(N,)``.
+        labels: as ``losses``.
+        boxes: ``(B, N, 4)`` or ``(N, 4)``.
+        output: as ``labels`` (bool).
+
     Args:
         losses: Per-anchor loss ``(B, N)`` or ``(N,)`` (e.g. the cross entropy summed
             over the ``K`` classes, computed without gradient). Higher is harder.

@@ -31,6 +31,10 @@ def hflip(image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]
     A box :math:`(x_1, y_1, x_2, y_2)` becomes :math:`(W - x_2, y_1, W - x_1, y_2)`.
     Only ``"boxes"`` changes; other keys are copied.
 
+    Shape:
+        image: ``(C, H, W)``.
+        output: an image ``(C, H, W)``; boxes ``(M, 4)``.
+
     Args:
         image: ``(C, H, W)`` tensor.
         target: Dict with ``"boxes"`` ``(M, 4)``.
@@ -165,6 +169,10 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[l
     r"""Batch ``(image, target)`` pairs as the torchvision detection interface wants.
 
     Images may differ in size, so they are returned as a list (the model pads them).
+
+    Shape:
+        batch: ``B`` images ``(C, H_i, W_i)`` with their targets.
+        output: lists of length ``B``.
 
     Args:
         batch: Sequence of ``B`` pairs ``(image (C, H_i, W_i), target dict)``.

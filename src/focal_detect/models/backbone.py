@@ -297,7 +297,13 @@ class ResNet(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """Return ``[C3, C4, C5]`` for images ``x`` of shape ``(B, 3, H, W)``."""
+        """Return ``[C3, C4, C5]`` for images ``x`` of shape ``(B, 3, H, W)``.
+
+        Shape:
+            x: ``(B, 3, H, W)``.
+            output: ``[C3, C4, C5]``, ``C_l`` of shape
+                ``(B, out_channels[l-3], ceil(H / 2^l), ceil(W / 2^l))``.
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer1(x)
         c3 = self.layer2(x)

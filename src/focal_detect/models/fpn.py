@@ -80,7 +80,12 @@ class FPN(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
-        """Return ``[P3, P4, P5, P6, P7]`` for ``features = [C3, C4, C5]``."""
+        """Return ``[P3, P4, P5, P6, P7]`` for ``features = [C3, C4, C5]``.
+
+        Shape:
+            features: ``[C3, C4, C5]``, ``C_l`` ``(B, in_channels[l-3], H_l, W_l)``.
+            output: ``[P3, ..., P7]``, ``P_l`` ``(B, out_channels, H_l, W_l)``.
+        """
         if len(features) != 3:
             raise ValueError(f"FPN: features must be [C3, C4, C5], got {len(features)} maps")
         c3, c4, c5 = features

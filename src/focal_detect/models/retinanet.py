@@ -501,7 +501,12 @@ class RetinaNetHead(nn.Module):
         return x.view(b, -1, last, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, last)
 
     def forward_levels(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per level: class logits ``(B, H_l·W_l·A, K)`` and box deltas ``(B, H_l·W_l·A, 4)``."""
+        """Per level: class logits ``(B, H_l·W_l·A, K)`` and box deltas ``(B, H_l·W_l·A, 4)``.
+
+        Shape:
+            features: ``L`` maps ``(B, C, H_l, W_l)``.
+            output: ``L`` tensors ``(B, H_l * W_l * A, K)`` and ``L`` ``(B, H_l * W_l * A, 4)``.
+        """
         cls_out, box_out = [], []
         for x in features:
             cls_out.append(self._flatten(self.cls_logits(self.cls_subnet(x)), self.num_classes))
@@ -509,7 +514,12 @@ class RetinaNetHead(nn.Module):
         return cls_out, box_out
 
     def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Class logits ``(B, N, K)`` and box deltas ``(B, N, 4)``, levels concatenated."""
+        """Class logits ``(B, N, K)`` and box deltas ``(B, N, 4)``, levels concatenated.
+
+        Shape:
+            features: ``L`` maps ``(B, C, H_l, W_l)``.
+            output: ``(B, N, K)`` and ``(B, N, 4)``, ``N = A * sum(H_l * W_l)``.
+        """
         cls_out, box_out = self.forward_levels(features)
         return torch.cat(cls_out, dim=1), torch.cat(box_out, dim=1)
 
@@ -860,7 +870,13 @@ class RetinaNet(nn.Module):
         images: list[Tensor] | Tensor,
         targets: list[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Losses in training mode, detections in evaluation mode (see the class)."""
+        """Losses in training mode, detections in evaluation mode (see the class).
+
+        Shape:
+            images: ``B`` tensors ``(3, H_i, W_i)``, or ``(B, 3, H, W)``.
+            output: training: a dict of scalar losses; evaluation: ``B`` dicts with
+                ``boxes`` ``(D_i, 4)``, ``scores`` and ``labels`` ``(D_i,)``.
+        """
         images = self._check_images(images)
         num_images = images.shape[0] if isinstance(images, Tensor) else len(images)
         if self.training:
