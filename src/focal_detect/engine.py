@@ -12,6 +12,14 @@ for :math:`T` iterations (the paper's 60k and 80k of 90k), a linear warmup of
 :math:`T_w` steps from factor :math:`f`; SGD with momentum 0.9 and weight decay
 :math:`10^{-4}`; horizontal flips with probability 0.5.
 
+*Reproducibility.* One seed, :attr:`TrainConfig.seed`, governs everything a run
+draws: the initial weights (when :func:`train` gets a model factory it calls
+:func:`seed_everything` before building it; ``focal-detect train`` and ``demo`` seed
+before building theirs; a model you build yourself needs
+``seed_everything(seed)`` first), the data order, the augmentation and the sampler.
+Two runs with the same seed, device and thread count give bit-identical weights;
+another seed gives another run.
+
 *Exact resumption.* Everything random in a run is a pure function of the step:
 the data order of an epoch comes from :class:`torch.utils.data.DistributedSampler`
 seeded with ``(seed, epoch)``, each sample's augmentation from
@@ -20,8 +28,29 @@ stores the model, optimizer, scheduler, step, the metric history and the torch, 
 NumPy and Python RNG states. A run interrupted after any checkpoint and resumed gives
 bit-for-bit the parameters of an uninterrupted run (on the same device and thread
 count). Checkpoints are written to a temporary file in the same folder and moved into
-place with :func:`os.replace`, so a crash never leaves a truncated checkpoint, and all
-loading uses ``torch.load(..., weights_only=True)``.
+place with :func:`os.replace`, so a crash never leaves a truncated checkpoint;
+temporaries left by killed writers are removed.
+
+*Resume semantics.* ``resume=False`` starts afresh; ``resume=True`` (``--resume``)
+continues from ``output_dir/checkpoint_last.pt`` and is an error if there is none (a
+mistyped ``output_dir`` no longer starts a silent fresh run); ``resume="auto"``
+(``--resume auto``) continues if the file exists and starts afresh otherwise.
+Resuming needs the same global batch, seed and dataset size, and says so otherwise.
+
+*Integrity.* A checkpoint is a plain dict (``torch.load(path, weights_only=True)``
+reads it) with a format version and the SHA-256 of a canonical serialisation of its
+content, verified by :func:`load_checkpoint`. Every way a file can be bad (a
+directory, empty, truncated, random or overwritten bytes, a bare tensor, missing or
+wrong keys, tensors of the wrong shape, a newer format) raises one
+:class:`CheckpointError` naming the file and the problem, before the model is
+changed; the CLI prints it on one line and exits with status 2. Files written by
+0.1.0 (no digest) load with a warning that their integrity cannot be verified.
+All loading uses ``torch.load(..., weights_only=True)``.
+
+*Memory.* The training loop holds the model, optimizer state and one batch; anchor
+assignment stays within its byte budget
+(:func:`~focal_detect.matching.assign_anchors`, ``max_memory_bytes``, 512 MiB by
+default) on both of its paths, with one preallocated workspace per call.
 
 *Distributed.* Under ``torchrun`` (``torch.distributed`` initialised) the model is
 wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each process reads

@@ -1158,7 +1158,7 @@ class AnchorAssigner:
         crowd_ioa_threshold: See :func:`assign_anchors`; ``None`` disables crowds.
         box_coder: Object with ``encode(boxes, anchors)``; default unit-weight
             :class:`~focal_detect.coding.BoxCoder`.
-        max_memory_bytes: Planned working-set size of the chunked evaluation.
+        max_memory_bytes: Byte budget of the working set (see :func:`assign_anchors`).
 
     Example:
         >>> assigner = AnchorAssigner()
