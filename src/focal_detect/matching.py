@@ -737,13 +737,19 @@ def _plan_dense_chunks(b: int, m: int, n: int, itemsize: int, budget: int) -> _P
     per_col = b * (m * _pair_bytes(itemsize) + itemsize + 8)
     # per chunk: its box maxima (listed, then stacked: two floats), `holds` and a compare
     per_chunk = b * m * (2 * itemsize + 2)
+
+    def total(per: int) -> int:
+        best = ((n + per - 1) // per) * per_chunk
+        return b * m * per * _pair_bytes(itemsize) + fixed + best + b * per * (itemsize + 8)
+
     per = max(1, min(n, (budget - fixed) // per_col))
     for _ in range(3):  # the chunk maxima depend on the chunk count
         best = ((n + per - 1) // per) * per_chunk
         per = max(1, min(n, (budget - fixed - best) // per_col))
-    best = ((n + per - 1) // per) * per_chunk
-    ws = b * m * per * _pair_bytes(itemsize)
-    return _Plan(per, ws, ws + fixed + best + b * per * (itemsize + 8))
+    while per > 1 and total(per) > budget:
+        per -= per // 64 + 1
+    per = max(1, per)
+    return _Plan(per, b * m * per * _pair_bytes(itemsize), total(per))
 
 
 def _plan_argmax_chunks(m: int, k: int, itemsize: int, budget: int, reserved: int) -> _Plan:
