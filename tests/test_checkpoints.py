@@ -7,6 +7,7 @@ the problem (never a traceback from deep inside torch, never a silent load).
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
@@ -23,6 +24,11 @@ from focal_detect.engine import (
     seed_everything,
     train,
 )
+
+
+def _noise(n: int) -> bytes:
+    """Deterministic garbage (the seed is fixed: the test gives the same file every run)."""
+    return random.Random(n).randbytes(n)
 
 
 class Toy(nn.Module):
@@ -84,8 +90,6 @@ def test_one_seed_fixes_initial_weights_data_order_and_augmentation(tmp_path) ->
 
 
 def test_seed_everything_seeds_torch_numpy_and_python() -> None:
-    import random
-
     import numpy as np
 
     seed_everything(5)
@@ -128,7 +132,7 @@ def _rewrite(path, edit) -> None:
 def _overwrite_middle(path) -> None:
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid : mid + 4096] = os.urandom(4096)
+    data[mid : mid + 4096] = _noise(4096)
     path.write_bytes(bytes(data))
 
 
@@ -136,7 +140,7 @@ CORRUPTIONS = {
     # kind: (how, message fragment)
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a readable torch file"),
     "zero bytes": (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
-    "random bytes": (lambda p: p.write_bytes(os.urandom(70_000)), "not a readable torch file"),
+    "random bytes": (lambda p: p.write_bytes(_noise(70_000)), "not a readable torch file"),
     "4 KiB overwritten mid-file": (_overwrite_middle, "corrupt: its content does not match its sha256"),
     "bare tensor": (lambda p: torch.save(torch.ones(3), p), "must hold a dict of named entries, got a Tensor"),
     "missing rng key": (lambda p: _rewrite(p, lambda c: c.pop("rng")), r"lacks the key\(s\) \['rng'\]"),
@@ -168,6 +172,7 @@ def test_every_bad_checkpoint_raises_one_clear_error_naming_the_file(run, kind) 
         train(model, DATA, _cfg(out, iterations=6, resume=True))
     text = str(info.value)
     assert str(path) in text and "\n" not in text, text
+    assert "weights_only" not in text  # torch's advice to load unsafely is not passed on
     # nothing was loaded into the model
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

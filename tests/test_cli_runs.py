@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import csv
 import datetime
-import os
+import random
 
 import pytest
 import torch
 
 from focal_detect.cli import build_model, main, save_model
 from focal_detect.engine import load_checkpoint
+
+
+def _noise(n: int) -> bytes:
+    """Deterministic garbage (the seed is fixed: the test gives the same file every run)."""
+    return random.Random(n).randbytes(n)
+
 
 CONFIG = (
     '[data]\nsynthetic = {num_images = 4, image_size = 32, val_images = 1}\n'
@@ -82,9 +88,9 @@ def test_resume_semantics_on_the_command_line(config, tmp_path, capsys) -> None:
 BAD_FILES = {
     "truncated": lambda p: p.write_bytes(p.read_bytes()[:1000]),
     "zero bytes": lambda p: p.write_bytes(b""),
-    "random bytes": lambda p: p.write_bytes(os.urandom(5000)),
+    "random bytes": lambda p: p.write_bytes(_noise(5000)),
     "overwritten mid-file": lambda p: p.write_bytes(
-        p.read_bytes()[: p.stat().st_size // 2] + os.urandom(4096) + p.read_bytes()[p.stat().st_size // 2 + 4096 :]
+        p.read_bytes()[: p.stat().st_size // 2] + _noise(4096) + p.read_bytes()[p.stat().st_size // 2 + 4096 :]
     ),
     "bare tensor": lambda p: torch.save(torch.ones(2), p),
     "a directory": lambda p: (p.unlink(), p.mkdir()),
@@ -140,7 +146,7 @@ def test_bad_training_checkpoint_on_resume_exits_2(config, tmp_path, capsys) -> 
     ckpt = out / "checkpoint_last.pt"
     data = bytearray(ckpt.read_bytes())
     mid = len(data) // 2
-    data[mid : mid + 4096] = os.urandom(4096)
+    data[mid : mid + 4096] = _noise(4096)
     ckpt.write_bytes(bytes(data))
     capsys.readouterr()
     assert _train(config, out, "--iterations", "2", "--resume") == 2

@@ -487,6 +487,11 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> N
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
+    # torch's weights-only failures open with a paragraph on torch.load defaults that
+    # suggests weights_only=False; the cause is on the "WeightsUnpickler error" line.
+    cause = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+    if cause is not None:
+        return f"{type(e).__name__}: {cause.group(1).strip()[:limit]}"
     text = str(e).strip().splitlines()
     line = text[0] if text else ""
     line = line if len(line) <= limit else line[: limit - 3] + "..."
