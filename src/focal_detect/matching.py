@@ -478,8 +478,9 @@ def assign_anchors(
             of it to its candidate groups. Not counted: the inputs, the returned
             targets, and the candidate pairs the windowed path keeps (about 20 bytes
             per pair with IoU above its threshold). Measured (5000 boxes, 120,087
-            anchors, 512 MiB): peak resident growth ~440 MiB dense, ~430 MiB
-            windowed, the same in every run (``benchmarks/bench_assignment_memory.py``).
+            anchors, 512 MiB, 10 fresh processes per path): peak resident growth
+            436-476 MiB dense, 412-439 MiB windowed
+            (``benchmarks/bench_assignment_memory.py``).
             If the ``(B, N)`` outputs alone exceed it, chunks shrink to one anchor.
 
     Returns:
