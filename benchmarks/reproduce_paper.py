@@ -160,7 +160,7 @@ def _render(num: int, size: int, seed: int, cache_dir: str | None = None) -> tup
 
     path = None if cache_dir is None else os.path.join(cache_dir, f"focal_detect_shapes_{num}x{size}_seed{seed}.pt")
     if path is not None and os.path.isfile(path):
-        data = torch.load(path)
+        data = torch.load(path, weights_only=True)
         return data["images"], data["targets"]
     ds = SyntheticShapes(num_images=num, image_size=size, seed=seed)
     images = torch.empty((num, 3, size, size), dtype=torch.uint8)

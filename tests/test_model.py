@@ -533,6 +533,39 @@ def test_bad_images_and_missing_targets_raise() -> None:
         model.eval()([torch.rand(1, 64, 64)])
     with pytest.raises(TypeError, match="floating-point"):
         model.eval()([torch.zeros(3, 64, 64, dtype=torch.uint8)])
+    with pytest.raises(TypeError, match=r"image.float\(\) / 255"):
+        model.eval()(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_floating_images_of_any_dtype_are_cast_to_the_model_dtype(dtype: torch.dtype) -> None:
+    # 0.1.0 failed deep in the backbone ("expected scalar type Double but found Float").
+    model = tiny().train()
+    images, targets = fixed_batch()
+    cast = [im.to(dtype) for im in images]
+    ref = model([im.to(dtype).float() for im in images], targets)  # the same rounded pixels
+    got = model(cast, targets)
+    for key in ref:
+        assert got[key].dtype == torch.float32
+        torch.testing.assert_close(got[key], ref[key], rtol=0, atol=0)
+    model.eval()
+    det = model(cast[0][None])  # the (B, 3, H, W) tensor input
+    ref_det = model(cast[0][None].float())
+    torch.testing.assert_close(det[0]["scores"], ref_det[0]["scores"], rtol=0, atol=0)
+    # a float64 model computes in float64 from float32 images
+    double = tiny().double().eval()
+    assert double([images[0]])[0]["scores"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_integer_labels_of_any_width_give_the_int64_loss(dtype: torch.dtype) -> None:
+    model = tiny().train()
+    images, targets = fixed_batch()
+    ref = model(images, targets)
+    narrow = [{**t, "labels": t["labels"].to(dtype)} for t in targets]
+    got = model(images, narrow)
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- torchvision

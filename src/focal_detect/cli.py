@@ -211,14 +211,23 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         >>> load_model(p)[0].training
         False
     """
-    from focal_detect.engine import load_checkpoint
+    from focal_detect.engine import CheckpointError, load_checkpoint
     from focal_detect.models import RetinaNet, RetinaNetConfig
 
-    ckpt = load_checkpoint(path, map_location=device)
-    if "model" not in ckpt or "model_config" not in ckpt:
-        raise ValueError(f"load_model: {os.fspath(path)!r} holds no model weights and config")
-    model = RetinaNet(RetinaNetConfig(**_tuples(ckpt["model_config"])))
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(path, map_location="cpu")
+    where = f"load_model: {os.fspath(path)!r}"
+    if not isinstance(ckpt.get("model"), Mapping) or not isinstance(ckpt.get("model_config"), Mapping):
+        raise CheckpointError(f"{where} holds no model weights and config (keys: {sorted(map(str, ckpt))[:8]})")
+    try:
+        model = RetinaNet(RetinaNetConfig(**_tuples(ckpt["model_config"])))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where} has an invalid model config: {str(e).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
+        raise CheckpointError(f"{where}: the weights do not fit its model config ({detail})") from None
     model.to(device).eval()
     k = model.config.num_classes
     meta = {
@@ -233,14 +242,20 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _init_distributed() -> tuple[int, int]:
-    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` > 1)."""
+def _init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
+    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` > 1);
+    ``timeout_s``: collective timeout in seconds (``None``: torch's default)."""
+    import datetime
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group(backend=backend)
+        if timeout_s is None:
+            torch.distributed.init_process_group(backend=backend)
+        else:
+            torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     if torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -279,7 +294,7 @@ def _datasets(data: Mapping[str, Any]):  # type: ignore[no-untyped-def]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from focal_detect.engine import TrainConfig, train
+    from focal_detect.engine import TrainConfig, seed_everything, train
     from focal_detect.evaluation import evaluate_coco, format_metrics
 
     _set_threads(args.threads)
@@ -296,21 +311,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         preset = args.preset
     train_cfg = dict(cfg.get("train", {}))
     for key in ("iterations", "batch_size", "lr", "optimizer", "clip_grad_norm", "num_workers",
-                "checkpoint_every", "log_every", "output_dir", "device", "seed"):
+                "checkpoint_every", "log_every", "output_dir", "device", "seed", "dist_timeout"):
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
-    for flag in ("amp", "resume"):
-        if getattr(args, flag):
-            train_cfg[flag] = True
+    if args.amp:
+        train_cfg["amp"] = True
+    if args.resume is not None:
+        train_cfg["resume"] = True if args.resume == "required" else "auto"
     if args.no_progress:
         train_cfg["progress"] = False
     config = TrainConfig.from_dict(train_cfg)
 
-    rank, world = _init_distributed()
+    rank, world = _init_distributed(config.dist_timeout)
     if world > 1:
         # The foreground count must be all-reduced for DDP to reproduce the global loss.
         model_cfg["distributed"] = True
     train_ds, val_ds = _datasets(data)
+    seed_everything(config.seed)  # --seed also fixes the initial weights (the same on every rank)
     model = build_model(train_ds.num_classes, preset, **model_cfg)
     if rank == 0:
         print(f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
@@ -401,7 +418,7 @@ def _demo_deviations(model_cfg: Mapping[str, Any], train_cfg: Mapping[str, Any])
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from focal_detect.data import SyntheticShapes
-    from focal_detect.engine import TrainConfig, train
+    from focal_detect.engine import TrainConfig, seed_everything, train
     from focal_detect.evaluation import COCO_METRICS, evaluate_coco, format_metrics
 
     t0 = time.perf_counter()
@@ -416,6 +433,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # Held out: another seed, so no training image is ever seen at evaluation.
     val_seed = args.seed + 1_000_003
     val_ds = SyntheticShapes(num_images=settings["val_images"], image_size=size, seed=val_seed)
+    seed_everything(args.seed)  # --seed also fixes the initial weights
     if args.quick:
         model = build_model(train_ds.num_classes, "tiny", size_divisible=32)
         print("focal-detect demo --quick: a seconds-long smoke test with a tiny model; its AP means nothing")
@@ -601,7 +619,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir")
     t.add_argument("--device")
     t.add_argument("--seed", type=int)
-    t.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    t.add_argument("--resume", nargs="?", const="required", choices=("required", "auto"), default=None,
+                   help="continue from OUTPUT_DIR/checkpoint_last.pt (an error if there is none); "
+                   "'--resume auto': continue if it exists, else start afresh")
+    t.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="timeout of torch.distributed collectives under torchrun (default: torch's)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)

@@ -12,6 +12,14 @@ for :math:`T` iterations (the paper's 60k and 80k of 90k), a linear warmup of
 :math:`T_w` steps from factor :math:`f`; SGD with momentum 0.9 and weight decay
 :math:`10^{-4}`; horizontal flips with probability 0.5.
 
+*Reproducibility.* One seed, :attr:`TrainConfig.seed`, governs everything a run
+draws: the initial weights (when :func:`train` gets a model factory it calls
+:func:`seed_everything` before building it; ``focal-detect train`` and ``demo`` seed
+before building theirs; a model you build yourself needs
+``seed_everything(seed)`` first), the data order, the augmentation and the sampler.
+Two runs with the same seed, device and thread count give bit-identical weights;
+another seed gives another run.
+
 *Exact resumption.* Everything random in a run is a pure function of the step:
 the data order of an epoch comes from :class:`torch.utils.data.DistributedSampler`
 seeded with ``(seed, epoch)``, each sample's augmentation from
@@ -20,8 +28,29 @@ stores the model, optimizer, scheduler, step, the metric history and the torch, 
 NumPy and Python RNG states. A run interrupted after any checkpoint and resumed gives
 bit-for-bit the parameters of an uninterrupted run (on the same device and thread
 count). Checkpoints are written to a temporary file in the same folder and moved into
-place with :func:`os.replace`, so a crash never leaves a truncated checkpoint, and all
-loading uses ``torch.load(..., weights_only=True)``.
+place with :func:`os.replace`, so a crash never leaves a truncated checkpoint;
+temporaries left by killed writers are removed.
+
+*Resume semantics.* ``resume=False`` starts afresh; ``resume=True`` (``--resume``)
+continues from ``output_dir/checkpoint_last.pt`` and is an error if there is none (a
+mistyped ``output_dir`` no longer starts a silent fresh run); ``resume="auto"``
+(``--resume auto``) continues if the file exists and starts afresh otherwise.
+Resuming needs the same global batch, seed and dataset size, and says so otherwise.
+
+*Integrity.* A checkpoint is a plain dict (``torch.load(path, weights_only=True)``
+reads it) with a format version and the SHA-256 of a canonical serialisation of its
+content, verified by :func:`load_checkpoint`. Every way a file can be bad (a
+directory, empty, truncated, random or overwritten bytes, a bare tensor, missing or
+wrong keys, tensors of the wrong shape, a newer format) raises one
+:class:`CheckpointError` naming the file and the problem, before the model is
+changed; the CLI prints it on one line and exits with status 2. Files written by
+0.1.0 (no digest) load with a warning that their integrity cannot be verified.
+All loading uses ``torch.load(..., weights_only=True)``.
+
+*Memory.* The training loop holds the model, optimizer state and one batch; anchor
+assignment stays within its byte budget
+(:func:`~focal_detect.matching.assign_anchors`, ``max_memory_bytes``, 512 MiB by
+default) on both of its paths, with one preallocated workspace per call.
 
 *Distributed.* Under ``torchrun`` (``torch.distributed`` initialised) the model is
 wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each process reads
@@ -40,11 +69,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
+import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,13 +87,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from focal_detect._checks import check_choice, check_number
-from focal_detect.data.transforms import RandomHorizontalFlip, SeededAugment, collate_detection
+from focal_detect.data.transforms import (
+    RandomHorizontalFlip,
+    SeededAugment,
+    collate_detection,
+)
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "WarmupMultiStep",
     "train",
+    "seed_everything",
+    "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
     "get_rng_state",
@@ -71,8 +109,14 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "focal-detect-checkpoint"
-CHECKPOINT_VERSION = 1
+#: Version of the file layout written by :func:`save_checkpoint`: 2 adds the ``sha256``
+#: digest (0.1.0 wrote version 1, or no version in model files, and no digest).
+CHECKPOINT_VERSION = 2
 LAST_CHECKPOINT = "checkpoint_last.pt"
+# Keys save_checkpoint adds to (or replaces in) every file.
+_RESERVED_KEYS = ("version", "sha256")
+# Keys a training checkpoint must hold to be resumed.
+_TRAIN_KEYS = ("step", "model", "optimizer", "scheduler", "rng", "data", "history")
 
 
 def paper_lr(global_batch_size: int) -> float:
@@ -115,7 +159,14 @@ class TrainConfig:
             ``loss_curve.png``.
         device: ``"auto"`` (CUDA if available, else CPU) or a torch device string.
         progress: Show a tqdm progress bar (process 0 only).
-        resume: Continue from ``output_dir/checkpoint_last.pt`` if it exists.
+        resume: ``False``: start afresh (an existing checkpoint is overwritten);
+            ``True``: continue from ``output_dir/checkpoint_last.pt``, and raise
+            :class:`CheckpointError` if there is none; ``"auto"``: continue if it
+            exists, else start afresh.
+        dist_timeout: Seconds a collective may wait before the process group gives
+            up (``None``: torch's default). ``focal-detect train`` passes it to
+            :func:`torch.distributed.init_process_group`; from Python, pass
+            ``timeout=datetime.timedelta(seconds=...)`` to it yourself.
 
     Example:
         >>> cfg = TrainConfig(iterations=90, batch_size=4)
@@ -144,7 +195,8 @@ class TrainConfig:
     output_dir: str = "runs/retinanet"
     device: str = "auto"
     progress: bool = True
-    resume: bool = False
+    resume: bool | str = False
+    dist_timeout: float | None = None
 
     def __post_init__(self) -> None:
         fn = "TrainConfig"
@@ -163,6 +215,10 @@ class TrainConfig:
         check_number(fn, "hflip", self.hflip, low=0, high=1)
         if self.clip_grad_norm is not None:
             check_number(fn, "clip_grad_norm", self.clip_grad_norm, low=0, low_open=True)
+        if self.dist_timeout is not None:
+            check_number(fn, "dist_timeout", self.dist_timeout, low=0, low_open=True)
+        if self.resume not in (False, True, "auto") or not isinstance(self.resume, (bool, str)):
+            raise ValueError(f"{fn}: resume must be False, True or 'auto', got {self.resume!r}")
         ms = tuple(float(m) for m in self.milestones)
         if any(not 0 < m < 1 for m in ms) or list(ms) != sorted(ms):
             raise ValueError(f"{fn}: milestones must be increasing fractions in (0, 1), got {self.milestones!r}")
@@ -298,7 +354,20 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), NumPy and Python's ``random`` with ``seed``.
+
+    Call it *before building the model* so that the seed also fixes the initial
+    weights: :func:`train` seeds the run's RNG streams itself (``seed + rank``), but by
+    then the model exists. ``focal-detect train`` and ``demo`` do this for you, and
+    :func:`train` does it when given a model factory instead of a model.
+
+    Example:
+        >>> seed_everything(3); a = torch.rand(2); seed_everything(3)
+        >>> torch.equal(a, torch.rand(2))
+        True
+    """
+    seed = int(check_number("seed_everything", "seed", seed, low=0))
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
@@ -307,8 +376,93 @@ def _seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------- checkpoints
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or model file that cannot be used: unreadable, corrupt (digest
+    mismatch), of the wrong kind, or not matching the run or model it is loaded into.
+
+    The message names the file and what is wrong, on one line. The CLI prints it and
+    exits with status 2.
+
+    Example:
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
+
+
+def _digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 of a canonical serialisation of ``state`` without the reserved keys:
+    every key and value in order, with type tags; tensors by dtype, shape and bytes."""
+    h = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, Tensor):
+            t = obj.detach()
+            if t.device.type != "cpu":
+                t = t.cpu()
+            h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+            if t.numel():
+                h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(obj, Mapping):
+            h.update(f"D{len(obj)}:".encode())
+            for k, v in obj.items():
+                feed(k)
+                feed(v)
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+            for v in obj:
+                feed(v)
+        elif isinstance(obj, (str, bytes)):
+            b = obj.encode() if isinstance(obj, str) else obj
+            h.update(f"{'S' if isinstance(obj, str) else 'B'}{len(b)}:".encode())
+            h.update(b)
+        else:  # None, bool, int, float (repr round-trips), torch.dtype, torch.Size ...
+            h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+    feed({k: v for k, v in state.items() if k not in _RESERVED_KEYS})
+    return h.hexdigest()
+
+
+_STALE_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _remove_stale_temporaries(path: str) -> list[str]:
+    """Remove ``.NAME.<pid>.tmp`` files of ``path`` left by killed writers (pid gone)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    removed: list[str] = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _STALE_TMP.match(entry)
+        if m is None or m["name"] != name or int(m["pid"]) == os.getpid():
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+            continue  # a live process is writing it
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. PermissionError: the process exists but is not ours
+            continue
+        try:
+            os.remove(os.path.join(folder, entry))
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write ``state`` with :func:`torch.save` atomically (temp file + :func:`os.replace`).
+    """Write ``state`` with :func:`torch.save` atomically, with a format version and digest.
+
+    The file is a plain dict (readable by ``torch.load(path, weights_only=True)``):
+    ``state`` plus ``"version"`` (the format version, 2) and ``"sha256"``, the SHA-256
+    of a canonical serialisation of every other key and value (tensors by dtype,
+    shape and bytes), which :func:`load_checkpoint` verifies; these two keys of
+    ``state``, if any (a loaded checkpoint saved again), are replaced. It is written to
+    ``.NAME.<pid>.tmp`` in the same folder and moved into place with
+    :func:`os.replace`, so a crash never leaves a truncated checkpoint; temporaries
+    of killed writers (their process gone) are removed.
 
     Example:
         >>> import tempfile, os
@@ -319,17 +473,44 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> N
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    payload = {k: v for k, v in state.items() if k not in _RESERVED_KEYS}
+    payload["version"] = CHECKPOINT_VERSION
+    payload["sha256"] = _digest(payload)
     try:
-        torch.save(dict(state), tmp)
+        torch.save(payload, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    # torch's weights-only failures open with a paragraph on torch.load defaults that
+    # suggests weights_only=False; the cause is on the "WeightsUnpickler error" line.
+    cause = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+    if cause is not None:
+        return f"{type(e).__name__}: {cause.group(1).strip()[:limit]}"
+    text = str(e).strip().splitlines()
+    line = text[0] if text else ""
+    line = line if len(line) <= limit else line[: limit - 3] + "..."
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(..., weights_only=True)``.
+    """Load and verify a checkpoint written by :func:`save_checkpoint`.
+
+    Loads with ``torch.load(..., weights_only=True)`` and recomputes the payload's
+    SHA-256: every way a file can be bad (a directory, empty, truncated, random or
+    overwritten bytes, not a dict, a digest that does not match, a newer format)
+    raises :class:`CheckpointError` naming the file and the problem. Files written
+    by focal-detect 0.1.0 carry no digest: they load with a :class:`UserWarning`
+    that their integrity cannot be verified.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        CheckpointError: The file is not a valid checkpoint.
 
     Example:
         >>> import tempfile, os
@@ -337,10 +518,55 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         >>> save_checkpoint({"w": torch.ones(2)}, p); load_checkpoint(p)["w"].tolist()
         [1.0, 1.0]
     """
+    fn = "load_checkpoint"
     path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"{fn}: no checkpoint at {path!r}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{fn}: checkpoint {path!r} is a directory, not a file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path!r}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"{fn}: checkpoint {path!r} is not a regular file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"{fn}: checkpoint {path!r} is empty (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- any failure to parse is a bad file, reported on one line
+        raise CheckpointError(
+            f"{fn}: checkpoint {path!r} ({size} bytes) is not a readable torch file: truncated, "
+            f"overwritten or not a checkpoint ({_first_line(e)})"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{fn}: checkpoint {path!r} must hold a dict of named entries, got a {type(ckpt).__name__}"
+        )
+    version = ckpt.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{fn}: checkpoint {path!r} has an invalid format version {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{fn}: checkpoint {path!r} has format version {version}; this focal-detect reads "
+            f"versions up to {CHECKPOINT_VERSION} (upgrade focal-detect)"
+        )
+    digest = ckpt.get("sha256")
+    if digest is None:
+        if version >= 2:
+            raise CheckpointError(f"{fn}: checkpoint {path!r} (format version {version}) lacks its sha256 digest")
+        warnings.warn(
+            f"{fn}: checkpoint {path!r} has no integrity digest (written by focal-detect 0.1.0?): "
+            "it cannot be verified; save it again to add one",
+            UserWarning,
+            stacklevel=2,
+        )
+        return ckpt
+    actual = _digest(ckpt)
+    if digest != actual:
+        raise CheckpointError(
+            f"{fn}: checkpoint {path!r} is corrupt: its content does not match its sha256 digest "
+            f"(stored {str(digest)[:12]}..., computed {actual[:12]}...)"
+        )
+    del ckpt["sha256"]
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- logging
@@ -435,6 +661,7 @@ class TrainResult:
         history: Logged metric rows.
         checkpoint: Path of the last checkpoint written (``None`` if none).
         seconds: Wall time of this call.
+        model: The trained model (the one passed, or the one the factory built).
 
     Example:
         >>> TrainResult(step=3).history
@@ -445,6 +672,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
     seconds: float = 0.0
+    model: nn.Module | None = None
 
 
 def _dist_info() -> tuple[int, int]:
@@ -511,8 +739,75 @@ def _model_metadata(model: nn.Module, dataset: Any) -> dict[str, Any]:
     return meta
 
 
+def _restore(
+    ckpt: dict[str, Any], path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, config: TrainConfig, global_batch: int, steps_per_epoch: int, rank: int, world: int,
+) -> tuple[int, list[dict[str, float]]]:
+    """Restore a run from a loaded training checkpoint; any mismatch is a CheckpointError."""
+    fn = "train"
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        got = ckpt.get("format", "no 'format' key")
+        raise CheckpointError(f"{fn}: {path!r} is not a focal-detect training checkpoint (format: {got})")
+    missing = [k for k in _TRAIN_KEYS if k not in ckpt] + (["rng_per_rank"] if world > 1 and "rng_per_rank" not in ckpt else [])
+    if missing:
+        raise CheckpointError(f"{fn}: training checkpoint {path!r} lacks the key(s) {missing}")
+    data_state = ckpt["data"]
+    if not isinstance(data_state, dict) or not {"seed", "global_batch", "steps_per_epoch"} <= set(data_state):
+        raise CheckpointError(f"{fn}: training checkpoint {path!r} has a malformed 'data' entry")
+    if data_state["global_batch"] != global_batch or data_state["seed"] != config.seed:
+        raise CheckpointError(
+            f"{fn}: cannot resume {path} exactly: it used global batch "
+            f"{data_state['global_batch']} and seed {data_state['seed']}, this run "
+            f"{global_batch} and {config.seed}"
+        )
+    if data_state["steps_per_epoch"] != steps_per_epoch:
+        raise CheckpointError(
+            f"{fn}: cannot resume {path} exactly: the dataset changed size "
+            f"({data_state['steps_per_epoch']} steps per epoch then, {steps_per_epoch} now)"
+        )
+    # Keys and shapes are checked before anything changes: a mismatched file leaves the model as it was.
+    part = "model"
+    try:
+        if not isinstance(ckpt["model"], Mapping):
+            raise TypeError(f"a {type(ckpt['model']).__name__}, not a state dict")
+        own = model.state_dict()
+        wrong = [k for k, v in ckpt["model"].items() if k in own and (not isinstance(v, Tensor) or v.shape != own[k].shape)]
+        if wrong:
+            k = wrong[0]
+            got = tuple(ckpt["model"][k].shape) if isinstance(ckpt["model"][k], Tensor) else type(ckpt["model"][k]).__name__
+            raise ValueError(f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k!r}: {got} for the model's {tuple(own[k].shape)}")
+        keys = set(ckpt["model"])
+        if keys != set(own):
+            raise ValueError(f"missing keys {sorted(set(own) - keys)[:3]}, unexpected keys {sorted(keys - set(own))[:3]}")
+        part = "rng"
+        rng = ckpt["rng"] if world == 1 else ckpt["rng_per_rank"][rank]
+        saved_rng = get_rng_state()
+        set_rng_state(rng)  # validates the states; restored below if a later part fails
+        try:
+            part = "optimizer"
+            optimizer.load_state_dict(ckpt["optimizer"])
+            part = "scheduler"
+            scheduler.load_state_dict(ckpt["scheduler"])
+            part = "step"
+            step = int(ckpt["step"])
+            if not 0 <= step:
+                raise ValueError(f"step {step} < 0")
+            part = "history"
+            history = [dict(r) for r in ckpt["history"]]
+            part = "model"  # last: the weights change only when everything else fits
+            model.load_state_dict(ckpt["model"])
+        except BaseException:
+            set_rng_state(saved_rng)
+            raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(
+            f"{fn}: training checkpoint {path!r} does not fit this run: bad '{part}' entry ({_first_line(e)})"
+        ) from None
+    return step, history
+
+
 def train(
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     dataset: Dataset,
     config: TrainConfig | None = None,
     *,
@@ -529,7 +824,11 @@ def train(
     Args:
         model: Detector with torchvision's interface; its ``config`` (a dataclass), if
             any, is stored in checkpoints with the dataset's ``class_names`` and
-            ``category_ids``.
+            ``category_ids``. Or a zero-argument factory returning one: it is called
+            after :func:`seed_everything` ``(config.seed)``, so the seed also fixes the
+            initial weights (the trained model is :attr:`TrainResult.model`). A module
+            built by the caller keeps the weights it was built with: call
+            :func:`seed_everything` before building it.
         dataset: Training set returning ``(image, target)``; flips are added here.
         config: :class:`TrainConfig` (default: the paper's recipe).
         stop_after: Stop (after writing a checkpoint) once this many steps have been
@@ -563,6 +862,14 @@ def train(
     if time_limit_s is not None:
         check_number("train", "time_limit_s", time_limit_s, low=0, low_open=True)
     t_start = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"train: model must be an nn.Module or a factory returning one, got {type(model).__name__}")
+        seed_everything(config.seed)  # the same initial weights on every rank
+        built = model()
+        if not isinstance(built, nn.Module):
+            raise TypeError(f"train: model factory must return an nn.Module, got {type(built).__name__}")
+        model = built
     rank, world = _dist_info()
     device = _resolve_device(config.device)
     model.to(device)
@@ -588,30 +895,19 @@ def train(
 
     step = 0
     history: list[dict[str, float]] = []
-    if config.resume and os.path.isfile(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"train: {ckpt_path} is not a focal-detect training checkpoint")
-        data_state = ckpt["data"]
-        if data_state["global_batch"] != global_batch or data_state["seed"] != config.seed:
-            raise ValueError(
-                f"train: cannot resume {ckpt_path} exactly: it used global batch "
-                f"{data_state['global_batch']} and seed {data_state['seed']}, this run "
-                f"{global_batch} and {config.seed}"
-            )
-        if data_state["steps_per_epoch"] != steps_per_epoch:
-            raise ValueError(
-                f"train: cannot resume {ckpt_path} exactly: the dataset changed size "
-                f"({data_state['steps_per_epoch']} steps per epoch then, {steps_per_epoch} now)"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"] if world == 1 else ckpt["rng_per_rank"][rank])
-        step = int(ckpt["step"])
-        history = list(ckpt["history"])
+    if rank == 0:
+        _remove_stale_temporaries(ckpt_path)
+    if config.resume is True and not os.path.lexists(ckpt_path):
+        raise CheckpointError(
+            f"train: resume=True but there is nothing to resume from: no {ckpt_path!r} "
+            "(wrong output_dir? resume='auto' (--resume auto) starts afresh when there is none)"
+        )
+    if config.resume and os.path.lexists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+        step, history = _restore(ckpt, ckpt_path, model, optimizer, scheduler, config, global_batch,
+                                 steps_per_epoch, rank, world)
     else:
-        _seed_everything(config.seed + rank)
+        seed_everything(config.seed + rank)
 
     ddp_model: nn.Module = model
     if world > 1:
@@ -633,7 +929,6 @@ def train(
             return
         state = {
             "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
             "step": step,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -733,4 +1028,5 @@ def train(
         pbar.close()
     if rank == 0 and history:
         plot_history(history, os.path.join(out_dir, "loss_curve.png"))
-    return TrainResult(step=step, history=history, checkpoint=written, seconds=time.perf_counter() - t_start)
+    return TrainResult(step=step, history=history, checkpoint=written, seconds=time.perf_counter() - t_start,
+                       model=model)

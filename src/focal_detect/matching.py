@@ -81,9 +81,8 @@ LOW_QUALITY_MODES = ("torchvision", "mmdetection")
 #: Default crowd threshold: an anchor at least half inside a crowd box is not a negative.
 CROWD_IOA_THRESHOLD = 0.5
 
-# Planned bytes per (box, anchor) element of a dense IoU chunk, as a multiple of the
-# float item size: _iou_pairs peaks at three float temporaries and two bool masks;
-# one more float of slack (measured peak ~ 0.7 of the plan, see tests).
+# Planned bytes per (box, anchor) element of a crowd IoA chunk, as a multiple of the
+# float item size: _ioa_pairs peaks at three float temporaries and a bool mask.
 _DENSE_FLOATS_PER_PAIR = 5
 # Planned bytes per candidate (box, anchor) pair of the windowed path: a dozen int64 /
 # float temporaries per pair while the candidates of one group are evaluated.
@@ -465,8 +464,8 @@ def assign_anchors(
     :math:`I_y \le \min(h_a, h_g)`. Candidate IoUs are computed exactly (same formula
     and operation order as :func:`~focal_detect.boxes.box_iou`, on the coordinates in
     ``anchors``), so the result equals the dense path. Without ``levels`` the dense
-    IoU is evaluated for all images at once in anchor chunks whose working set is
-    about ``max_memory_bytes``. No Python loop over images in either path. (With
+    IoU is evaluated for all images at once in anchor chunks whose working set stays
+    within ``max_memory_bytes``. No Python loop over images in either path. (With
     ``low_threshold=0`` every anchor of an image with boxes is decided by its IoU, so
     the dense path is used even when ``levels`` is given.)
 
@@ -495,7 +494,18 @@ def assign_anchors(
         min_low_quality_iou: Guard in ``[0, 1]`` (default on); ``None`` turns it off.
         crowd_ioa_threshold: IoA in ``(0, 1]`` above which a background anchor inside
             a crowd box is ignored; ``None`` disables crowd handling.
-        max_memory_bytes: Planned working-set size of the chunked evaluation.
+        max_memory_bytes: Byte budget of the evaluation's working set. The dense
+            chunks (and the windowed path's arg-max over all boxes) reuse one
+            preallocated workspace (three float buffers and a bool mask per
+            (box, anchor) pair) sized so that it, the ``(B, N)`` outputs and every
+            other array held meanwhile fit the budget; the windowed path gives half
+            of it to its candidate groups. Not counted: the inputs, the returned
+            targets, and the candidate pairs the windowed path keeps (about 20 bytes
+            per pair with IoU above its threshold). Measured (5000 boxes, 120,087
+            anchors, 512 MiB, 10 fresh processes per path): peak resident growth
+            436-476 MiB dense, 412-439 MiB windowed
+            (``benchmarks/bench_assignment_memory.py``).
+            If the ``(B, N)`` outputs alone exceed it, chunks shrink to one anchor.
 
     Returns:
         :class:`AnchorAssignment` with ``labels``, ``box_targets`` (float32 for
@@ -672,20 +682,145 @@ class _Batch:
             self._padded = _pad(self.gt, self.counts, self.m)
         return self._padded
 
-    def dense_argmax(self, keys: Tensor) -> Tensor:
-        """Global index of the best box (lowest on ties) of flat anchors ``b * N + n``."""
+    def dense_argmax(self, keys: Tensor, reserved: int = 0) -> Tensor:
+        """Global index of the best box (lowest on ties) of flat anchors ``b * N + n``.
+
+        ``reserved``: bytes the caller already holds, subtracted from the budget.
+        """
         boxes, valid = self.padded()
         out = torch.empty_like(keys)
-        # the gathered (K, M_max, 4) boxes add four floats per pair to the IoU's plan
-        per_pair = (_DENSE_FLOATS_PER_PAIR + 4) * self.anc.element_size()
-        per = max(1, self.budget // max(1, self.m * per_pair))
-        for s in range(0, keys.numel(), per):
-            k = keys[s : s + per]
+        if keys.numel() == 0:
+            return out
+        coords = [boxes[..., j].contiguous() for j in range(4)]  # (B, M) each
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        plan = _plan_argmax_chunks(self.m, keys.numel(), self.anc.element_size(), self.budget,
+                                   reserved + sum(t.nbytes for t in (*coords, area, out)))
+        ws = _Workspace(plan.per * self.m, self.anc.dtype, self.device)
+        for s in range(0, keys.numel(), plan.per):
+            k = keys[s : s + plan.per]
             img = torch.div(k, self.n, rounding_mode="floor")
-            iou = _iou_pairs(boxes[img], self.anc[k - img * self.n][:, None, :])
-            iou.masked_fill_(~valid[img], -1.0)
-            out[s : s + per] = iou.max(dim=1).indices + self.offsets[img]
+            a = self.anc[k - img * self.n]  # (K, 4)
+            w, h, g, mask = ws.views((k.numel(), self.m))
+            # _iou_pairs(boxes[img], a[:, None, :]) without materialising boxes[img]:
+            # the same operations in the same order, into reused buffers (same bits).
+            torch.index_select(coords[2], 0, img, out=g)
+            torch.minimum(g, a[:, 2, None], out=w)
+            torch.index_select(coords[0], 0, img, out=g)
+            w.sub_(torch.maximum(g, a[:, 0, None], out=g)).clamp_(min=0)
+            torch.index_select(coords[3], 0, img, out=g)
+            torch.minimum(g, a[:, 3, None], out=h)
+            torch.index_select(coords[1], 0, img, out=g)
+            h.sub_(torch.maximum(g, a[:, 1, None], out=g)).clamp_(min=0)
+            inter = w.mul_(h)
+            union = torch.index_select(area, 0, img, out=h)
+            union.add_(((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]).sub_(inter)
+            torch.gt(union, 0, out=mask)
+            iou = inter.div_(union).masked_fill_(mask.logical_not_(), 0)
+            torch.index_select(valid, 0, img, out=mask)
+            iou.masked_fill_(mask.logical_not_(), -1.0)
+            out[s : s + plan.per] = iou.max(dim=1).indices + self.offsets[img]
         return out
+
+
+# ------------------------------------------------------------------ memory planning
+#
+# The dense evaluations (the chunked path, and the arg-max over all boxes of the
+# anchors the windowed path needs it for) write every (box, anchor) pair of a chunk
+# into one preallocated workspace of three float buffers and one bool mask, reused by
+# every chunk: the loop allocates nothing of pair size, so the peak is the plan, and
+# the allocator cannot fragment it (0.1.0 allocated ~100 MB temporaries per chunk;
+# its peak RSS varied 2-6x between identical runs). The chunk size is planned in
+# bytes from everything alive during the loop: the workspace, the per-anchor outputs
+# and their temporaries, and what the caller holds.
+
+# Bytes of the per-anchor arrays of _match_chunked: vmax (float), arg, the threshold
+# codes and their where/compare temporaries (int64 x 4, bool x 2), claim_any (bool),
+# claim_box (int64), as a function of the float item size.
+def _chunked_fixed_bytes_per_anchor(itemsize: int) -> int:
+    return itemsize + 8 * 4 + 2 + 1 + 8
+
+
+class _Plan(NamedTuple):
+    per: int  # anchors (or keys) per chunk
+    workspace_bytes: int  # the preallocated buffers
+    total_bytes: int  # planned peak: workspace + everything else counted
+
+
+def _pair_bytes(itemsize: int) -> int:
+    """Workspace bytes per (box, anchor) pair: three float buffers and a bool mask."""
+    return 3 * itemsize + 1
+
+
+def _plan_dense_chunks(b: int, m: int, n: int, itemsize: int, budget: int) -> _Plan:
+    """Anchors per chunk of _match_chunked so that everything it holds fits ``budget``.
+
+    Counted: the workspace (``b * m * per`` pairs), per chunk column the max values and
+    indices ``(B, per)``, the per-anchor arrays ``(B, N)`` and the per-chunk box maxima
+    ``(chunks, B, M)``. ``per >= 1`` even if the outputs alone exceed the budget.
+    """
+    fixed = b * n * _chunked_fixed_bytes_per_anchor(itemsize)
+    per_col = b * (m * _pair_bytes(itemsize) + itemsize + 8)
+    # per chunk: its box maxima (listed, then stacked: two floats), `holds` and a compare
+    per_chunk = b * m * (2 * itemsize + 2)
+
+    def total(per: int) -> int:
+        best = ((n + per - 1) // per) * per_chunk
+        return b * m * per * _pair_bytes(itemsize) + fixed + best + b * per * (itemsize + 8)
+
+    per = max(1, min(n, (budget - fixed) // per_col))
+    for _ in range(3):  # the chunk maxima depend on the chunk count
+        best = ((n + per - 1) // per) * per_chunk
+        per = max(1, min(n, (budget - fixed - best) // per_col))
+    while per > 1 and total(per) > budget:
+        per -= per // 64 + 1
+    per = max(1, per)
+    return _Plan(per, b * m * per * _pair_bytes(itemsize), total(per))
+
+
+def _plan_argmax_chunks(m: int, k: int, itemsize: int, budget: int, reserved: int) -> _Plan:
+    """Keys per chunk of _Batch.dense_argmax: the workspace (``per * m`` pairs) plus,
+    per key, its index, image, anchor coordinates and area and the arg-max output."""
+    per_key = m * _pair_bytes(itemsize) + 8 * 4 + itemsize * 6
+    per = max(1, min(k, (budget - reserved) // per_key))
+    ws = per * m * _pair_bytes(itemsize)
+    return _Plan(per, ws, reserved + per * per_key)
+
+
+class _Workspace:
+    """Three float buffers and a bool mask for ``capacity`` pairs, viewed per chunk."""
+
+    def __init__(self, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.floats = [torch.empty(capacity, dtype=dtype, device=device) for _ in range(3)]
+        self.mask = torch.empty(capacity, dtype=torch.bool, device=device)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.floats) + self.mask.nbytes
+
+    def views(self, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Contiguous ``shape`` views of the first elements of each buffer."""
+        size = math.prod(shape)
+        w, h, t = (f[:size].view(shape) for f in self.floats)
+        return w, h, t, self.mask[:size].view(shape)
+
+
+def _iou_into(a: Tensor, b: Tensor, ws: _Workspace, shape: tuple[int, ...]) -> Tensor:
+    """:func:`_iou_pairs` of broadcasting ``a``, ``b`` written into the workspace.
+
+    Same operations in the same order (same bits); returns a view of its first buffer.
+    """
+    w, h, t, pos = ws.views(shape)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    torch.minimum(a[..., 2], b[..., 2], out=w)
+    w.sub_(torch.maximum(a[..., 0], b[..., 0], out=t)).clamp_(min=0)
+    torch.minimum(a[..., 3], b[..., 3], out=h)
+    h.sub_(torch.maximum(a[..., 1], b[..., 1], out=t)).clamp_(min=0)
+    inter = w.mul_(h)
+    union = torch.add(area_a, area_b, out=h).sub_(inter)
+    torch.gt(union, 0, out=pos)
+    iou = inter.div_(union)
+    return iou.masked_fill_(pos.logical_not_(), 0)
 
 
 def _thresholds(vmax: Tensor, arg: Tensor, high: float, low: float) -> Tensor:
@@ -704,7 +839,9 @@ def _match_chunked(
     if m == 0 or n == 0:
         return torch.full((b, n), BACKGROUND, dtype=torch.int64, device=ctx.device)
     boxes, valid = ctx.padded()
-    per = max(1, ctx.budget // (b * m * _DENSE_FLOATS_PER_PAIR * ctx.anc.element_size()))
+    plan = _plan_dense_chunks(b, m, n, ctx.anc.element_size(), ctx.budget)
+    per = plan.per
+    ws = _Workspace(b * m * per, ctx.anc.dtype, ctx.device)
     chunks = [(s, min(s + per, n)) for s in range(0, n, per)]
     vmax = ctx.anc.new_empty((b, n))
     arg = torch.empty((b, n), dtype=torch.int64, device=ctx.device)
@@ -713,7 +850,7 @@ def _match_chunked(
 
     def iou_chunk(s: int, e: int, sub: Tensor | None = None) -> Tensor:
         bx = boxes if sub is None else boxes[:, sub]
-        iou = _iou_pairs(bx[:, :, None, :], ctx.anc[None, None, s:e, :])
+        iou = _iou_into(bx[:, :, None, :], ctx.anc[None, None, s:e, :], ws, (b, bx.shape[1], e - s))
         return iou.masked_fill_(inval if sub is None else inval[:, sub], -1.0)
 
     for s, e in chunks:
@@ -740,13 +877,14 @@ def _match_chunked(
         s, e = chunks[c]
         cols = holds[c].any(dim=0).nonzero().flatten()
         iou = iou_chunk(s, e, cols)
-        claims = iou.eq_(highest[:, cols, None]).logical_and_(holds[c][:, cols, None]).bool()
-        del iou
+        _, scratch, _, claims = ws.views(iou.shape)  # the IoU is in the first buffer
+        torch.eq(iou, highest[:, cols, None], out=claims).logical_and_(holds[c][:, cols, None])
         if mode == "torchvision":
             claim_any[:, s:e] |= claims.any(dim=1)
-        else:
-            rank = (cols + 1).to(torch.int32)[None, :, None]
-            last = (claims.to(torch.int32) * rank).amax(dim=1).to(torch.int64) - 1
+        else:  # the highest claiming box index + 1, in an integer view of a float buffer
+            as_int = torch.int32 if scratch.element_size() == 4 else torch.int64
+            rank = (cols + 1).to(as_int)[None, :, None]
+            last = torch.mul(claims, rank, out=scratch.view(as_int)).amax(dim=1).to(torch.int64) - 1
             claim_box[:, s:e] = torch.maximum(claim_box[:, s:e], last)
     if mode == "torchvision":
         return torch.where(claim_any, arg, matched)
@@ -919,9 +1057,13 @@ def _match_windowed(
     t = (thr * (1.0 - _THRESHOLD_SLACK))[:, None]
     need = t / (1.0 + t) * (area_a + area_g)
     x_lo, y_lo, nx, ny = grid.windows(gt, need)
-    budget_pairs = max(1, ctx.budget // _SPARSE_BYTES_PER_PAIR)
+    # Half the budget for the candidate groups, half for the arg-max below: memory the
+    # allocator keeps from the groups' many temporaries cannot serve its one workspace.
+    budget_pairs = max(1, ctx.budget // 2 // _SPARSE_BYTES_PER_PAIR)
+    largest = 0
     keys, rows, vals = [], [], []
     for row, idx in grid.candidates(x_lo, y_lo, nx, ny, budget_pairs):
+        largest = max(largest, row.numel())
         iou = _iou_pairs(gt[row], anc[idx])
         keep = (iou > 0) & (iou >= thr[row])
         row, idx, iou = row[keep], idx[keep], iou[keep]
@@ -951,7 +1093,9 @@ def _match_windowed(
         claimed = torch.zeros_like(ukey, dtype=torch.bool)
         claimed[inv[claim]] = True
         cidx = claimed.nonzero().flatten()
-        codes[cidx] = ctx.dense_argmax(ukey[cidx])
+        held = sum(t.nbytes for t in (key, row, iou, ukey, inv, vmax, win, arg, codes, highest, claim, claimed))
+        held += largest * _SPARSE_BYTES_PER_PAIR  # the groups' peak, possibly still resident
+        codes[cidx] = ctx.dense_argmax(ukey[cidx], reserved=held)
     else:
         last = torch.full_like(ukey, -1).scatter_reduce_(0, inv[claim], row[claim], "amax")
         codes = torch.where(last >= 0, last, codes)
@@ -1049,7 +1193,7 @@ class AnchorAssigner:
         crowd_ioa_threshold: See :func:`assign_anchors`; ``None`` disables crowds.
         box_coder: Object with ``encode(boxes, anchors)``; default unit-weight
             :class:`~focal_detect.coding.BoxCoder`.
-        max_memory_bytes: Planned working-set size of the chunked evaluation.
+        max_memory_bytes: Byte budget of the working set (see :func:`assign_anchors`).
 
     Example:
         >>> assigner = AnchorAssigner()

@@ -524,16 +524,24 @@ class RetinaNetHead(nn.Module):
         return torch.cat(cls_out, dim=1), torch.cat(box_out, dim=1)
 
 
+# uint8 images are refused rather than guessed at: dividing by 255 is one convention, the
+# model's pixel_mean/pixel_std are for [0, 1] inputs, and a silent scale hides a wrong one.
+_UINT8_HINT = " (for uint8 images in [0, 255] pass image.float() / 255)"
+
+
 class RetinaNet(nn.Module):
     r"""RetinaNet with torchvision's detection interface.
 
     ``model(images, targets)``:
 
     * ``images``: a list of ``B`` float tensors ``(3, H_i, W_i)`` with values in
-      ``[0, 1]``, or one tensor ``(B, 3, H, W)``.
+      ``[0, 1]``, or one tensor ``(B, 3, H, W)``. Any floating dtype (float16,
+      bfloat16, float32, float64) is cast to the model's parameter dtype at the
+      input; integer images (uint8 included) raise ``TypeError``: scale them with
+      ``image.float() / 255`` (a silent guess of the value range could be wrong).
     * ``targets`` (training): a list of ``B`` dicts with ``"boxes"`` ``(M_i, 4)``
       in ``(x1, y1, x2, y2)`` pixels of the input image, ``"labels"`` ``(M_i,)``
-      int64 in ``[0, K)`` and optionally ``"iscrowd"`` ``(M_i,)`` (crowd boxes are
+      of any integer dtype (converted to int64) in ``[0, K)`` and optionally ``"iscrowd"`` ``(M_i,)`` (crowd boxes are
       not matched; anchors inside them are ignored).
 
     Training mode returns ``{"classification": L_cls, "bbox_regression": L_box}``:
@@ -631,10 +639,13 @@ class RetinaNet(nn.Module):
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"{fn}: images must have shape (B, 3, H, W), got {tuple(images.shape)}")
             if not images.is_floating_point():
-                raise TypeError(f"{fn}: images must be a floating-point tensor, got dtype {images.dtype}")
+                raise TypeError(
+                    f"{fn}: images must be a floating-point tensor in [0, 1], got dtype {images.dtype}"
+                    + _UINT8_HINT * (images.dtype == torch.uint8)
+                )
             if images.shape[0] == 0:
                 raise ValueError(f"{fn}: images must hold at least one image, got batch size 0")
-            return images
+            return images.to(self._compute_dtype())
         if not isinstance(images, (list, tuple)) or not images:
             raise TypeError(
                 f"{fn}: images must be a non-empty list of (3, H, W) tensors or a (B, 3, H, W) "
@@ -646,8 +657,20 @@ class RetinaNet(nn.Module):
             if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] < 1 or img.shape[2] < 1:
                 raise ValueError(f"{fn}: images[{i}] must have shape (3, H, W), got {tuple(img.shape)}")
             if not img.is_floating_point():
-                raise TypeError(f"{fn}: images[{i}] must be a floating-point tensor, got dtype {img.dtype}")
-        return list(images)
+                raise TypeError(
+                    f"{fn}: images[{i}] must be a floating-point tensor in [0, 1], got dtype {img.dtype}"
+                    + _UINT8_HINT * (img.dtype == torch.uint8)
+                )
+        dtype = self._compute_dtype()
+        return [img.to(dtype) for img in images]
+
+    def _compute_dtype(self) -> torch.dtype:
+        """The parameters' dtype: floating images of any other dtype are cast to it
+        (under autocast the parameters stay float32 and autocast casts further)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
     def _check_targets(self, targets: object, num_images: int) -> list[dict[str, Tensor]]:
         fn = "RetinaNet"
