@@ -2,7 +2,9 @@
 
 Run once from the repository root with the peer environment (torchvision installed):
 
-    ~/peer-venv/bin/python tests/data/make_retinanet_golden_800.py
+    OMP_NUM_THREADS=1 ~/peer-venv/bin/python tests/data/make_retinanet_golden_800.py
+
+(one intra-op thread: the test compares at one thread, see its ``_one_thread`` fixture)
 
 Same slim network as ``make_retinanet_golden.py`` (torchvision's own classes: a ResNet-50
 trunk with every stage's width scaled by 1/8, ``BackboneWithFPN`` with
