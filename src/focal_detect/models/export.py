@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -218,8 +219,8 @@ class RetinaNetInference(nn.Module):
         model, cfg = self.model, self.model.config
         b, h0, w0 = images.shape[0], images.shape[-2], images.shape[-1]
         device = images.device
-        mean: Tensor = model.pixel_mean
-        std: Tensor = model.pixel_std
+        mean = cast(Tensor, model.pixel_mean)
+        std = cast(Tensor, model.pixel_std)
         x = (images - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         h, w = self._output_size(h0, w0)
         if cfg.min_size is not None:
@@ -403,6 +404,7 @@ def export_onnx(
     *,
     opset_version: int = DEFAULT_OPSET,
     example_size: tuple[int, int] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     r"""Write ``model``'s whole inference path as one ONNX graph.
 
@@ -421,6 +423,9 @@ def export_onnx(
         example_size: ``(H, W)`` of the example batch used for tracing (default:
             two size-divisible multiples that need padding); any size works at
             run time.
+        metadata: Strings stored in the model's ``metadata_props`` (the CLI
+            stores ``class_names`` and ``category_ids`` as JSON), read back with
+            ``onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map``.
 
     Returns:
         ``path`` as a string.
@@ -482,6 +487,9 @@ def export_onnx(
     proto = program.model_proto
     if model.config.min_size is not None and _promote_size_arithmetic(proto) != 2:
         raise RuntimeError(f"{fn}: internal error: the resize-size arithmetic was not found in the graph")
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
     path = os.fspath(path)
     onnx.save(proto, path)
     return path
