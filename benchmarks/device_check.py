@@ -107,7 +107,7 @@ def check_focal(device: torch.device, repeat: int, rows: list) -> bool:
         for name, loss_fn in variants.items():
             x = base.to(dtype).requires_grad_()
 
-            def step(loss_fn=loss_fn, x=x) -> torch.Tensor:
+            def step(loss_fn=loss_fn, x=x, dtype_name=dtype_name) -> torch.Tensor:
                 x.grad = None
                 if dtype_name == "autocast-bf16":
                     with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -151,9 +151,13 @@ def check_assignment(device: torch.device, repeat: int, rows: list) -> bool:
         win = assign_anchors(anchors, gt, lab, levels=levels)
         same = bool((dense.labels == win.labels).all()) and bool((dense.matched_gt == win.matched_gt).all())
         ok &= same
-        ms_w = cuda_ms(lambda: assign_anchors(anchors, gt, lab, levels=levels), repeat)
-        ms_d = cuda_ms(lambda: assign_anchors(anchors, gt, lab), repeat)
-        mb = peak_mb(lambda: assign_anchors(anchors, gt, lab, levels=levels))
+        def windowed(gt=gt, lab=lab):
+            return assign_anchors(anchors, gt, lab, levels=levels)
+
+        def dense_path(gt=gt, lab=lab):
+            return assign_anchors(anchors, gt, lab)
+
+        ms_w, ms_d, mb = cuda_ms(windowed, repeat), cuda_ms(dense_path, repeat), peak_mb(windowed)
         rows.append((f"assign B=16 M={m}", "windowed", f"{ms_w:.2f} ms", f"{mb:.0f} MB",
                      f"dense {ms_d:.2f} ms; equal: {same}", "ok" if same else "FAIL"))
     return ok
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     for check in (check_focal, check_assignment, check_nms, check_train_step):
         try:
             ok &= check(device, args.repeat, rows)
-        except Exception as e:  # report and go on: one table with everything
+        except Exception as e:  # noqa: BLE001 (report and go on: one table with everything)
             rows.append((check.__name__, "error", "-", "-", f"{type(e).__name__}: {e}"[:90], "FAIL"))
             ok = False
     head = ("case", "variant", "time", "peak", "check", "")
