@@ -24,7 +24,8 @@ above the inputs):
   autocast: finite losses, time and peak memory.
 
 Prints one table; exits 1 if a check fails. On a machine without CUDA it says so and
-exits 0 (CI never needs a device).
+exits 0 (CI never needs a device); ``--device cpu`` dry-runs every check on the CPU
+(wall-clock times, no memory figures) to check the script itself.
 """
 
 from __future__ import annotations
@@ -38,10 +39,22 @@ from typing import Any
 import torch
 
 
+_ON_CUDA = True  # False for the ``--device cpu`` dry run of the script itself
+
+
 def cuda_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
-    """Median device time of ``fn`` in milliseconds (CUDA events)."""
+    """Median device time of ``fn`` in milliseconds (CUDA events; wall clock on CPU)."""
     for _ in range(warmup):
         fn()
+    if not _ON_CUDA:
+        import time
+
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
     torch.cuda.synchronize()
     times = []
     for _ in range(repeat):
@@ -56,6 +69,9 @@ def cuda_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
 
 def peak_mb(fn: Callable[[], Any]) -> float:
     """Peak device memory of one call of ``fn`` above what was allocated before (MB)."""
+    if not _ON_CUDA:
+        fn()
+        return float("nan")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -94,7 +110,7 @@ def check_focal(device: torch.device, repeat: int, rows: list) -> bool:
     x64 = base.double().requires_grad_()
     ref = _reference_focal(x64, dense.double())
     ref.backward()
-    ref_val, ref_grad = float(ref), x64.grad.float()
+    ref_val, ref_grad = float(ref.detach()), x64.grad.float()
     ok = True
     for dtype_name in ("float32", "bfloat16", "autocast-bf16"):
         dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float32
@@ -105,7 +121,7 @@ def check_focal(device: torch.device, repeat: int, rows: list) -> bool:
             "reference": lambda x: _reference_focal(x, dense.to(x.dtype)),
         }
         for name, loss_fn in variants.items():
-            x = base.to(dtype).requires_grad_()
+            x = base.to(dtype).detach().clone().requires_grad_()
 
             def step(loss_fn=loss_fn, x=x, dtype_name=dtype_name) -> torch.Tensor:
                 x.grad = None
@@ -225,13 +241,16 @@ def check_train_step(device: torch.device, repeat: int, rows: list) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="'cpu' dry-runs the checks (wall-clock times, no memory)")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print("device_check: no CUDA device available (torch.cuda.is_available() is False); nothing to check.")
         return 0
-    device = torch.device(args.device)
-    print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
+    global _ON_CUDA
+    _ON_CUDA = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if _ON_CUDA else "CPU (dry run)"
+    print(f"device: {name}; torch {torch.__version__}")
     rows: list[tuple[str, ...]] = []
     ok = True
     for check in (check_focal, check_assignment, check_nms, check_train_step):
