@@ -24,8 +24,13 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from focal_detect.cli import build_model  # noqa: E402
-from focal_detect.models import RetinaNet, RetinaNetConfig, RetinaNetInference, export_onnx  # noqa: E402
+from focal_detect.cli import build_model
+from focal_detect.models import (
+    RetinaNet,
+    RetinaNetConfig,
+    RetinaNetInference,
+    export_onnx,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Classifier bias of the test models: with logits of spread ~1, ~half the scores pass 0.05.
@@ -169,7 +174,7 @@ def test_onnx_graph_with_no_score_above_threshold_returns_only_padding(demo, tmp
     onnx.save(proto, tmp_path / "quiet.onnx")
     images = torch.rand(2, 3, 64, 96)
     boxes, scores, labels, num = _session(str(tmp_path / "quiet.onnx")).run(None, {"images": images.numpy()})
-    assert num.tolist() == [0, 0] and (labels == -1).all() and (scores == 0).all()
+    assert num.tolist() == [0, 0] and (labels == -1).all() and (scores == 0).all() and (boxes == 0).all()
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(-20.0)
         eager = model(images)
@@ -219,7 +224,7 @@ def test_cli_predict_onnx_draws_the_onnxruntime_detections(demo, tmp_path, capsy
     args = ["predict", "--onnx", str(path), str(tmp_path / "b.png"), "--output-dir", str(out), "--score-threshold", "0.3"]
     assert main(args) == 0
     image = np.asarray(Image.open(tmp_path / "b.png").convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    boxes, scores, labels, num = _session(str(path)).run(None, {"images": image[None]})
+    _, scores, _, num = _session(str(path)).run(None, {"images": image[None]})
     expected = int((scores[0, : int(num[0])] >= 0.3).sum())
     assert expected > 0
     assert f"{expected} detection(s)" in capsys.readouterr().out
