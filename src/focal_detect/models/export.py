@@ -436,12 +436,19 @@ def export_onnx(
         ImportError: ``onnx`` or ``onnxscript`` is missing.
 
     Example:
-        >>> import tempfile, os, numpy as np, onnxruntime
+        The export takes a minute or more on a CPU, so it is not run as a doctest:
+
+        >>> import tempfile, os, numpy as np
         >>> from focal_detect.models import RetinaNet, RetinaNetConfig
         >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2)).eval()
         >>> path = export_onnx(model, os.path.join(tempfile.mkdtemp(), "m.onnx"))  # doctest: +SKIP
+        >>> import onnxruntime  # doctest: +SKIP
         >>> sess = onnxruntime.InferenceSession(path)  # doctest: +SKIP
-        >>> boxes, scores, labels, num = sess.run(None, {"images": np.zeros((1, 3, 96, 64), np.float32)})  # doctest: +SKIP
+        >>> out = sess.run(None, {"images": np.zeros((1, 3, 96, 64), np.float32)})  # doctest: +SKIP
+        >>> dict(zip(ONNX_OUTPUT_NAMES, (o.shape for o in out)))  # doctest: +SKIP
+        {'boxes': (1, 100, 4), 'scores': (1, 100), 'labels': (1, 100), 'num_detections': (1,)}
+        >>> ONNX_OUTPUT_NAMES
+        ('boxes', 'scores', 'labels', 'num_detections')
     """
     from focal_detect.models.retinanet import RetinaNet
 
