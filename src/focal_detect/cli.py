@@ -385,7 +385,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     model, meta = load_model(args.checkpoint)
     metadata = {"class_names": json.dumps(meta["class_names"]), "category_ids": json.dumps(meta["category_ids"])}
-    export_onnx(model, args.output, opset_version=args.opset, metadata=metadata)
+    try:
+        export_onnx(model, args.output, opset_version=args.opset, metadata=metadata)
+    except ImportError as e:
+        raise SystemExit(f"focal-detect export: {e}") from None
     print(f"wrote {args.output} (ONNX opset {args.opset}; inputs 'images' (B, 3, H, W) float32 in [0, 1])")
     return 0
 
@@ -393,11 +396,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _predict_onnx(args: argparse.Namespace) -> int:
     """``predict --onnx``: onnxruntime runs the exported graph; no model code is used."""
     import numpy as np
-    import onnxruntime
     from PIL import Image
 
     from focal_detect.evaluation import draw_detections
 
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SystemExit("focal-detect predict: --onnx needs onnxruntime (pip install 'focal-detect[export]')") from None
     if not os.path.isfile(args.onnx):
         raise FileNotFoundError(f"ONNX model {args.onnx!r} does not exist")
     for path in args.images:
