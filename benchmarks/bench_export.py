@@ -106,7 +106,7 @@ def main() -> None:
     args = p.parse_args()
 
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs")
-    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print("uptime:", subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip())
     rows = []
     for name in args.models.split(","):
         model = make_model(name, args.size)
@@ -120,11 +120,11 @@ def main() -> None:
             opts.inter_op_num_threads = 1
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
-            def eager():
+            def eager(model=model, images=images):
                 with torch.no_grad():
                     return model(images)
 
-            def onnx():
+            def onnx(sess=sess, feed=feed):
                 return sess.run(None, feed)
 
             ok = same_detections(onnx(), eager())
@@ -141,8 +141,8 @@ def main() -> None:
     print(f"\n{args.batch} x {args.size}x{args.size}, {args.repeat} reps (medians, ms)")
     print(f"{'model':6} {'thr':>3} {'eager':>9} {'onnxrt':>9} {'eager/ort':>9} {'dets':>5} {'same':>5} {'export s':>8}")
     for name, t, e, o, r, n, ok, ex in rows:
-        print(f"{name:6} {t:3d} {e:9.1f} {o:9.1f} {r:9.2f} {n:5d} {str(ok):>5} {ex:8.1f}")
-    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+        print(f"{name:6} {t:3d} {e:9.1f} {o:9.1f} {r:9.2f} {n:5d} {ok!s:>5} {ex:8.1f}")
+    print("uptime:", subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip())
 
 
 if __name__ == "__main__":
