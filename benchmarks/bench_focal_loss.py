@@ -9,6 +9,16 @@ one positive per 1000 entries, ``reduction="sum"`` then ``backward()``. Variants
   ours-labels   focal_detect.losses.sigmoid_focal_loss_from_labels (class indices)
   ours-compiled compiled_sigmoid_focal_loss = torch.compile(sigmoid_focal_loss) (with --compile;
                 compile time excluded from the timing, printed separately)
+  kornia        kornia.losses.binary_focal_loss_with_logits(alpha=0.25, gamma=2) (when importable)
+  effdet        effdet.loss.new_focal_loss(alpha=0.25, gamma=2, normalizer=1, label_smoothing=0)
+  effdet-legacy effdet.loss.focal_loss_legacy(alpha=0.25, gamma=2, normalizer=1) (when importable)
+
+Peers that are not importable are skipped; they live in their own virtual
+environments (see benchmarks/README.md), e.g. ``--variants formula kornia ours-dense``
+run from the kornia environment. Every variant reports its loss and the sum of
+``|grad|``; the table shows both relative to the ``formula`` variant (where the
+definitions agree - all of these for 0/1 targets - they must match to float32
+rounding; ``ours-labels`` uses its own labels and is not compared).
 
 Method. Every variant runs in its own fresh subprocess with the same environment
 (same MALLOC_* variables, same thread count), so one variant's allocator state cannot
@@ -136,6 +146,31 @@ def worker(variant: str, warmup: int, reps: int) -> dict:
         def loss_fn(x):
             return compiled(x)
 
+    elif variant == "kornia":
+        try:
+            from kornia.losses import binary_focal_loss_with_logits
+        except ImportError:
+            return {"variant": variant, "skipped": "kornia not importable"}
+
+        def loss_fn(x):
+            return binary_focal_loss_with_logits(x, targets, alpha=0.25, gamma=2.0, reduction="sum")
+
+    elif variant in ("effdet", "effdet-legacy"):
+        try:
+            from effdet import loss as effdet_loss
+        except ImportError:
+            return {"variant": variant, "skipped": "effdet not importable"}
+
+        if variant == "effdet":
+
+            def loss_fn(x):
+                return effdet_loss.new_focal_loss(x, targets, 0.25, 2.0, 1.0, label_smoothing=0.0).sum()
+
+        else:
+
+            def loss_fn(x):
+                return effdet_loss.focal_loss_legacy(x, targets, 0.25, 2.0, 1.0).sum()
+
     else:
         raise SystemExit(f"unknown variant {variant}")
 
@@ -178,6 +213,7 @@ def worker(variant: str, warmup: int, reps: int) -> dict:
         "first_call_mb": first_peak / 1e6 if first_exact else float("nan"),
         "peak_exact": exact_peak,
         "loss": value,
+        "grad_abs_sum": float(x.grad.double().abs().sum()),
     }
     if variant == "ours-compiled":
         res["compile_s"] = compile_s
@@ -261,6 +297,15 @@ def main() -> None:
         extra = f" (compile {r['compile_s']:.1f} s)" if "compile_s" in r else ""
         print(f"| {v}{extra} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['cpu_ms']:.1f} | {r['peak_extra_mb']:.0f}{star} / {r['first_call_mb']:.0f} | {speed} | {mem} | "
               f"{r['median_ms'] / 1e3 / bound:.1f} | {r['loss']:.6g} |")
+    base = results.get("formula")
+    if base is not None and "skipped" not in base:
+        print("\nAgreement with the formula variant (relative difference of the loss / of sum |grad|):")
+        for v, r in results.items():
+            if "skipped" in r or v in ("formula", "ours-labels"):
+                continue
+            dl = abs(r["loss"] - base["loss"]) / abs(base["loss"])
+            dg = abs(r["grad_abs_sum"] - base["grad_abs_sum"]) / base["grad_abs_sum"]
+            print(f"  {v}: {dl:.1e} / {dg:.1e} {'(equal to float32 rounding)' if max(dl, dg) < 1e-4 else '(DIFFERENT)'}")
     print("\nThe labels variant uses its own labels (same positive rate, 1 % ignored anchors), so its loss differs.")
     print("CPU ms = process CPU time (user + system, all threads) per call: less sensitive than wall time to other "
           "load on a shared machine, but it counts spinning threads too.")

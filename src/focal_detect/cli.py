@@ -1,4 +1,4 @@
-r"""The ``focal-detect`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export-synthetic``.
+r"""The ``focal-detect`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export``, ``export-synthetic``.
 
 Run ``focal-detect COMMAND --help`` for the options of each. ``train`` reads an
 optional TOML or JSON config with three optional tables::
@@ -377,6 +377,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from focal_detect.evaluation import draw_detections
 
     _set_threads(args.threads)
+    if args.onnx:
+        return _predict_onnx(args)
     model, meta = load_model(args.checkpoint, device=args.device)
     os.makedirs(args.output_dir, exist_ok=True)
     for path in args.images:
@@ -389,6 +391,57 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         keep = det["scores"] >= args.score_threshold
         pil = draw_detections(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep],
                               meta["class_names"], score_threshold=args.score_threshold, scale=args.scale)
+        out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + "_detections.png")
+        pil.save(out)
+        print(f"{path}: {int(keep.sum())} detection(s) -> {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from focal_detect.models.export import export_onnx
+
+    model, meta = load_model(args.checkpoint)
+    metadata = {"class_names": json.dumps(meta["class_names"]), "category_ids": json.dumps(meta["category_ids"])}
+    try:
+        export_onnx(model, args.output, opset_version=args.opset, metadata=metadata)
+    except ImportError as e:
+        raise SystemExit(f"focal-detect export: {e}") from None
+    print(f"wrote {args.output} (ONNX opset {args.opset}; inputs 'images' (B, 3, H, W) float32 in [0, 1])")
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    """``predict --onnx``: onnxruntime runs the exported graph; no model code is used."""
+    import numpy as np
+    from PIL import Image
+
+    from focal_detect.evaluation import draw_detections
+
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SystemExit("focal-detect predict: --onnx needs onnxruntime (pip install 'focal-detect[export]')") from None
+    if not os.path.isfile(args.onnx):
+        raise FileNotFoundError(f"ONNX model {args.onnx!r} does not exist")
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise SystemExit(f"focal-detect predict: image {path!r} does not exist")
+    options = onnxruntime.SessionOptions()
+    if args.threads:
+        options.intra_op_num_threads = args.threads
+    session = onnxruntime.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    names = json.loads(props["class_names"]) if "class_names" in props else None
+    os.makedirs(args.output_dir, exist_ok=True)
+    for path in args.images:
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+        boxes, scores, labels, num = session.run(None, {"images": image[None]})
+        n = int(num[0])
+        keep = scores[0, :n] >= args.score_threshold
+        pil = draw_detections(torch.from_numpy(image), torch.from_numpy(boxes[0, :n][keep]),
+                              torch.from_numpy(labels[0, :n][keep]), torch.from_numpy(scores[0, :n][keep]),
+                              names, score_threshold=args.score_threshold, scale=args.scale)
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + "_detections.png")
         pil.save(out)
         print(f"{path}: {int(keep.sum())} detection(s) -> {out}")
@@ -640,13 +693,22 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="draw a model's detections on images")
     r.add_argument("images", nargs="+", metavar="IMAGE")
-    r.add_argument("--checkpoint", required=True)
+    source = r.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--onnx", help="run this exported model with onnxruntime instead (see `export`)")
     r.add_argument("--output-dir", default="predictions")
     r.add_argument("--score-threshold", type=float, default=0.3)
     r.add_argument("--scale", type=int, default=1, help="upscale the drawn images by this factor")
     r.add_argument("--device", default="cpu")
     r.add_argument("--threads", type=int, default=None)
     r.set_defaults(func=_cmd_predict)
+
+    o = sub.add_parser("export", help="export a model's whole inference path (pre/post-processing, NMS) to ONNX")
+    o.add_argument("--checkpoint", required=True, help="model.pt / model_final.pt / checkpoint_last.pt")
+    o.add_argument("--format", choices=("onnx",), default="onnx")
+    o.add_argument("--output", required=True, help="the .onnx file to write")
+    o.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
+    o.set_defaults(func=_cmd_export)
 
     x = sub.add_parser("export-synthetic", help="write the synthetic set as COCO JSON + PNG images")
     x.add_argument("output_dir")
