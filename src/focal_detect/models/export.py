@@ -185,9 +185,18 @@ class RetinaNetInference(nn.Module):
         if not isinstance(model, RetinaNet):
             raise TypeError(f"RetinaNetInference: model must be a RetinaNet, got {type(model).__name__}")
         self.model: RetinaNet = model
-        levels = model.anchor_generator.levels([(1, 1)] * model.anchor_generator.num_levels)
-        self._strides = [float(lv.stride) for lv in levels]
-        self._shifts = [float(lv.shift) for lv in levels]
+        gen = model.anchor_generator
+        levels = gen.levels([(1, 1)] * gen.num_levels, image_size=(1, 1) if gen.derive_strides else None)
+        # Nominal strides, or torchvision's derived ones (padded size // feature size, per
+        # axis), computed in the graph from the padded size: ``_derive`` decides.
+        self._derive = gen.derive_strides
+        self._strides = [(float(lv.stride_h), float(lv.stride_w)) for lv in levels]
+        self._shifts = [(float(lv.shift_y), float(lv.shift_x)) for lv in levels]
+        # The grid adds ``factor * stride`` to ``x * stride`` (anchors.AnchorGenerator's
+        # conventions: mmdetection keeps the offset in the cells, Detectron's cells are
+        # centred on (stride - 1) / 2).
+        conv = gen.convention
+        self._shift_factor = 0.0 if conv == "mmdetection" else gen.offset - (0.5 if conv == "detectron" else 0.0)
         for i, lv in enumerate(levels):
             self.register_buffer(f"_cells{i}", lv.cell_anchors.to(torch.float32).clone(), persistent=False)
 
@@ -202,13 +211,26 @@ class RetinaNetInference(nn.Module):
         scale = torch.sym_min(min_size / short, float(cfg.max_size) / long)
         return math.floor(h * scale), math.floor(w * scale)
 
-    def _anchors(self, level: int, h: Any, w: Any, device: torch.device) -> Tensor:
+    def _anchors(self, level: int, h: Any, w: Any, pad_h: Any, pad_w: Any, device: torch.device) -> Tensor:
         """``(H_l·W_l·A, 4)`` anchors of ``level``, computed as ``AnchorGenerator``:
-        translations in float64, rounded once to float32, plus the cell anchors."""
+        translations in float64, rounded once to float32, plus the cell anchors. With
+        derived strides, ``(pad_h // H_l, pad_w // W_l)`` as torchvision."""
         cells: Tensor = getattr(self, f"_cells{level}")
-        stride, shift = self._strides[level], self._shifts[level]
-        xs = (torch.arange(w, dtype=torch.float64, device=device) * stride + shift).to(torch.float32)
-        ys = (torch.arange(h, dtype=torch.float64, device=device) * stride + shift).to(torch.float32)
+        xs64 = torch.arange(w, dtype=torch.float64, device=device)
+        ys64 = torch.arange(h, dtype=torch.float64, device=device)
+        if self._derive:
+            # pad_h, pad_w are float64 tensors here (see forward): SymInt arithmetic on
+            # them would specialise the exported graph to the example's size.
+            fh_t, fw_t = pad_h, pad_w
+            for _ in range(level + 3):  # feature size: ceil(size / 2) per stride-2 stage
+                fh_t, fw_t = torch.floor((fh_t + 1) / 2), torch.floor((fw_t + 1) / 2)
+            sh, sw = torch.floor(pad_h / fh_t), torch.floor(pad_w / fw_t)  # exact in float64
+            xs = (xs64 * sw + sw * self._shift_factor).to(torch.float32)
+            ys = (ys64 * sh + sh * self._shift_factor).to(torch.float32)
+        else:
+            (sh_n, sw_n), (shift_y, shift_x) = self._strides[level], self._shifts[level]
+            xs = (xs64 * sw_n + shift_x).to(torch.float32)
+            ys = (ys64 * sh_n + shift_y).to(torch.float32)
         sx = xs.view(1, -1).expand(h, w)
         sy = ys.view(-1, 1).expand(h, w)
         shifts = torch.stack((sx, sy, sx, sy), dim=-1)
@@ -231,6 +253,10 @@ class RetinaNetInference(nn.Module):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cls_levels, box_levels = model.dense(x)
+        # The padded size as float64 tensors (for derived strides; read from the data,
+        # not from SymInts, so the graph stays dynamic).
+        ones = torch.ones_like(x[0, 0], dtype=torch.float64)
+        pad_hw = (ones[:, 0].sum(), ones[0, :].sum())
 
         k = cfg.num_classes
         top = cfg.topk_candidates
@@ -244,7 +270,7 @@ class RetinaNetInference(nn.Module):
             if i >= len(cls_levels):
                 break
             logits, deltas = cls_levels[i], box_levels[i]
-            anchors = self._anchors(i, fh, fw, device)
+            anchors = self._anchors(i, fh, fw, pad_hw[0], pad_hw[1], device)
             n_anchors = logits.shape[1]
             # The ``top`` best pairs lie in the ``top`` anchors of highest best-class
             # logit (as RetinaNet.postprocess; with fewer anchors, all of them).
