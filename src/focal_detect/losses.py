@@ -120,6 +120,21 @@ def _check_alpha(fn: str, alpha: object) -> float | None:
     return None if a < 0 else a
 
 
+def _check_targets_range(fn: str, targets: Tensor) -> None:
+    """Raise ``ValueError`` unless every target lies in ``[0, 1]`` (NaN fails too).
+
+    One min/max reduction over ``targets`` (no full-size temporary) and one host
+    synchronisation to read the two numbers back.
+    """
+    if targets.numel() == 0 or targets.dtype == torch.bool or targets.is_complex() or targets.is_meta:
+        return  # a meta tensor has no values to check
+    lo, hi = torch.stack(torch.aminmax(targets.detach().reshape(-1))).tolist()
+    if not (lo >= 0 and hi <= 1):  # also catches NaN
+        bad = lo if not lo >= 0 else hi
+        hint = " (for the paper's y in {-1, +1} pass (y + 1) / 2)" if lo < 0 else ""
+        raise ValueError(f"{fn}: targets must be in [0, 1]{hint}, got {bad!r}")
+
+
 def _check_gamma(fn: str, gamma: object) -> float:
     g = check_number(fn, "gamma", gamma, low=0.0)
     if math.isinf(g):
@@ -605,6 +620,8 @@ def sigmoid_focal_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""Sigmoid focal loss (Lin et al. 2017, eq. 5), drop-in for torchvision's.
 
@@ -638,6 +655,12 @@ def sigmoid_focal_loss(
             torchvision's ``-1``) disables the weighting (:math:`\alpha_t = 1`).
         gamma: Focusing exponent :math:`\gamma \ge 0`; ``0`` gives (weighted) BCE.
         reduction: ``"none"``, ``"mean"`` (over all elements) or ``"sum"``.
+        check_targets: Check that every target lies in ``[0, 1]`` (default). The
+            check is one min/max reduction over ``targets`` (no temporary of their
+            size) and, on an accelerator, one host synchronisation per call; pass
+            ``False`` when the targets are in range by construction (a one-hot
+            encoding) to skip it. Out-of-range targets give a meaningless (possibly
+            negative) loss.
 
     Returns:
         Shape ``(*)`` for ``"none"``, else a scalar; dtype of ``inputs`` (float32 for
@@ -645,7 +668,9 @@ def sigmoid_focal_loss(
 
     Raises:
         TypeError: ``inputs``/``targets`` not tensors, or ``inputs`` not floating point.
-        ValueError: Shape mismatch, ``alpha > 1``, ``gamma < 0``, unknown ``reduction``.
+        ValueError: Shape mismatch, ``alpha > 1``, ``gamma < 0``, unknown ``reduction``,
+            or (with ``check_targets``) a target outside ``[0, 1]`` or NaN, e.g. the
+            paper's :math:`y \in \{-1, +1\}` (pass ``(y + 1) / 2``).
 
     Example:
         >>> sigmoid_focal_loss(torch.zeros(2), torch.tensor([1.0, 0.0]))
@@ -663,6 +688,8 @@ def sigmoid_focal_loss(
     a = _check_alpha(fn, alpha)
     g = _check_gamma(fn, gamma)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
+    if check_targets and not torch.compiler.is_compiling():
+        _check_targets_range(fn, targets)
 
     cd = _compute_dtype(inputs.dtype)
     if torch.compiler.is_compiling() or (targets.requires_grad and torch.is_grad_enabled()):
@@ -694,6 +721,8 @@ def compiled_sigmoid_focal_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""Opt-in :func:`torch.compile` version of :func:`sigmoid_focal_loss`.
 
@@ -712,19 +741,27 @@ def compiled_sigmoid_focal_loss(
         alpha: As in :func:`sigmoid_focal_loss`.
         gamma: As in :func:`sigmoid_focal_loss`.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        check_targets: As in :func:`sigmoid_focal_loss` (checked eagerly, before the
+            compiled call, so it causes no graph break).
 
     Returns:
         As :func:`sigmoid_focal_loss`.
+
+    Raises:
+        TypeError: As :func:`sigmoid_focal_loss`.
+        ValueError: As :func:`sigmoid_focal_loss`.
 
     Example:
         >>> x = torch.zeros(2)
         >>> compiled_sigmoid_focal_loss(x, torch.tensor([1.0, 0.0]))  # doctest: +SKIP
         tensor([0.0433, 0.1300])
     """
+    if check_targets and isinstance(targets, Tensor):
+        _check_targets_range("compiled_sigmoid_focal_loss", targets)
     fn = _COMPILED.get("dense")
     if fn is None:
         fn = _COMPILED["dense"] = torch.compile(sigmoid_focal_loss, dynamic=False)
-    return fn(inputs, targets, alpha, gamma, reduction)
+    return fn(inputs, targets, alpha, gamma, reduction, check_targets=False)
 
 
 def sigmoid_focal_loss_from_labels(
@@ -904,6 +941,8 @@ def sigmoid_focal_loss_star(
     beta: float = 0.0,
     alpha: float | None = None,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""FL*, the focal-loss variant of the paper's Appendix A.
 
@@ -935,14 +974,18 @@ def sigmoid_focal_loss_star(
         alpha: Optional weight of positives in ``[0, 1]``; ``None`` (default, as in
             the paper's FL*) or negative disables it.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        check_targets: Check that every target lies in ``[0, 1]`` (default): one
+            min/max reduction and, on an accelerator, one host synchronisation, as in
+            :func:`sigmoid_focal_loss`; ``False`` skips it.
 
     Returns:
         Shape ``(*)`` for ``"none"``, else a scalar.
 
     Raises:
         TypeError: Non-tensor or non-float ``inputs``.
-        ValueError: Shape mismatch, ``gamma <= 0``, non-finite ``beta``, ``alpha > 1``
-            or unknown ``reduction``.
+        ValueError: Shape mismatch, ``gamma <= 0``, non-finite ``beta``, ``alpha > 1``,
+            unknown ``reduction``, or (with ``check_targets``) a target outside
+            ``[0, 1]`` or NaN (for :math:`y \in \{-1, +1\}` pass ``(y + 1) / 2``).
 
     Example:
         >>> sigmoid_focal_loss_star(torch.zeros(2), torch.tensor([1.0, 0.0]))
@@ -963,6 +1006,8 @@ def sigmoid_focal_loss_star(
         raise ValueError(f"{fn}: beta must be finite, got {beta!r}")
     a = _check_alpha(fn, alpha)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
+    if check_targets and not torch.compiler.is_compiling():
+        _check_targets_range(fn, targets)
 
     if targets.requires_grad and torch.is_grad_enabled() or torch.compiler.is_compiling():
         cd = _compute_dtype(inputs.dtype)
