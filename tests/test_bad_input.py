@@ -61,3 +61,92 @@ def test_focal_target_check_accepts_boundaries_half_and_integer_targets():
         got = sigmoid_focal_loss(x, t.to(torch.float16) if t.dtype == torch.bool else t)
         assert got.shape == (3,) and (got > 0).all()
     assert sigmoid_focal_loss(torch.zeros(0), torch.zeros(0)).shape == (0,)
+
+
+# --------------------------------------------------------------------------- 2. matching
+
+from focal_detect import (  # noqa: E402
+    BACKGROUND,
+    IGNORE,
+    AnchorGenerator,
+    Matcher,
+    assign_anchors,
+    match_anchors,
+)
+
+
+def test_matcher_never_matches_a_nan_iou():
+    # 0.1.0 gave [0, -1, 1]: the NaN of anchor 0 won the max, anchor 2's 0.7 was lost.
+    q = torch.tensor([[NAN, 0.1, 0.7], [0.6, 0.1, NAN]])
+    assert Matcher(0.5, 0.4)(q).tolist() == [IGNORE, BACKGROUND, IGNORE]
+    assert Matcher(0.5, 0.4, allow_low_quality_matches=False)(q).tolist() == [IGNORE, BACKGROUND, IGNORE]
+    for mode in ("torchvision", "mmdetection"):
+        for guard in (0.0, None):
+            got = match_anchors(q, low_quality=mode, min_low_quality_iou=guard)
+            assert got.tolist() == [IGNORE, BACKGROUND, IGNORE], (mode, guard)
+
+
+def test_match_anchors_nan_rules_in_a_padded_batch():
+    # Image 0: box 0 has a NaN against anchor 1 -> anchor 1 IGNORE; box 0 makes no
+    # low-quality match (its best is unknown) but anchor 0's 0.8 match stands.
+    # Image 1: the NaN sits in a padding row (valid False) and changes nothing.
+    q = torch.tensor(
+        [
+            [[0.8, NAN, 0.2, 0.0], [0.1, 0.1, 0.3, 0.0]],
+            [[0.1, 0.45, 0.2, 0.9], [NAN, NAN, NAN, NAN]],
+        ]
+    )
+    valid = torch.tensor([[True, True], [True, False]])
+    got = match_anchors(q, valid)
+    # image 0: anchor 2 is box 1's best (0.3) -> low-quality match to its argmax box 1
+    assert got.tolist() == [[0, IGNORE, 1, BACKGROUND], [BACKGROUND, IGNORE, BACKGROUND, 0]]
+    # the same as the images one by one with the padding row removed
+    assert match_anchors(q[1, :1]).tolist() == got[1].tolist()
+    assert match_anchors(q[0]).tolist() == got[0].tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_match_anchors_compares_half_quality_in_float32(dtype):
+    v = torch.tensor(0.4, dtype=dtype)
+    below = torch.nextafter(v, torch.tensor(0.0, dtype=dtype))  # 0.39990234375 in float16
+    assert float(below) < 0.4
+    q = torch.stack([below, torch.tensor(0.9, dtype=dtype)]).view(1, 2)
+    # Rounded to half, 0.4 would equal `below` and give IGNORE.
+    assert match_anchors(q).tolist() == [BACKGROUND, 0]
+    q2 = torch.stack([v, torch.tensor(0.9, dtype=dtype)]).view(1, 2)
+    # float16(0.4) = 0.39990234375 < 0.4 too; bfloat16(0.4) = 0.400390625 >= 0.4
+    want = IGNORE if float(v) >= 0.4 else BACKGROUND
+    assert match_anchors(q2).tolist() == [want, 0]
+
+
+def test_assign_anchors_overflowing_boxes_never_match_in_any_path():
+    # Finite boxes whose areas overflow float32 would give inf/inf = NaN IoU; they have
+    # IoU 0 instead, so such a box matches nothing, the same in the dense, chunked and
+    # windowed paths, image by image and batched.
+    gen = AnchorGenerator()
+    sizes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    anchors, levels = gen(sizes), gen.levels(sizes)
+    huge = torch.tensor([[0.0, 0.0, 3e38, 3e38]])
+    normal = torch.tensor([[10.0, 10.0, 40.0, 50.0]])
+    gts = [huge, torch.cat([normal, huge])]
+    labels = [torch.tensor([3]), torch.tensor([1, 3])]
+    outs = [
+        assign_anchors(anchors, gts, labels),
+        assign_anchors(anchors, gts, labels, max_memory_bytes=4096),
+        assign_anchors(anchors, gts, labels, levels=levels),
+    ]
+    for out in outs:
+        assert not (out.matched_gt[0] >= 0).any()
+        assert (out.labels[0] == BACKGROUND).all()
+        assert (out.matched_gt[1] != 1).all()  # the huge box matches nothing
+        assert (out.matched_gt[1] == 0).any()  # the normal one still does
+        assert torch.isfinite(out.box_targets).all()
+        assert torch.equal(out.labels, outs[0].labels)
+    single = assign_anchors(anchors, [gts[1]], [labels[1]], levels=levels)
+    assert torch.equal(single.labels[0], outs[0].labels[1])
+
+
+def test_assign_anchors_rejects_nan_boxes():
+    anchors = AnchorGenerator()([(2, 2), (1, 1), (1, 1), (1, 1), (1, 1)])
+    with pytest.raises(ValueError, match="gt_boxes must be finite"):
+        assign_anchors(anchors, [torch.tensor([[0.0, 0.0, NAN, 5.0]])], [torch.tensor([0])])
