@@ -150,3 +150,31 @@ def test_assign_anchors_rejects_nan_boxes():
     anchors = AnchorGenerator()([(2, 2), (1, 1), (1, 1), (1, 1), (1, 1)])
     with pytest.raises(ValueError, match="gt_boxes must be finite"):
         assign_anchors(anchors, [torch.tensor([[0.0, 0.0, NAN, 5.0]])], [torch.tensor([0])])
+
+
+# --------------------------------------------------------------------------- 4. coding
+
+from focal_detect import BoxCoder, decode_boxes, encode_boxes  # noqa: E402
+
+
+def test_encode_requires_one_anchor_per_box():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(3, 1)
+    one = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
+    for f in (encode_boxes, BoxCoder().encode):
+        with pytest.raises(ValueError, match=r"anchors and boxes must have the same number of boxes N.*\(1, 4\).*\(3, 4\)"):
+            f(boxes, one)
+    with pytest.raises(ValueError, match=r"anchors and deltas must have the same number"):
+        decode_boxes(torch.zeros(3, 4), one)
+    # the documented batch broadcasting still works: (B, N, 4) boxes, (N, 4) anchors
+    anchors = torch.tensor([[0.0, 0.0, 5.0, 5.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 20.0, 20.0]])
+    got = encode_boxes(boxes.expand(2, 3, 4), anchors)
+    assert got.shape == (2, 3, 4)
+    assert torch.allclose(got[1, :, 2], torch.log(torch.tensor([2.0, 1.0, 0.5])))
+
+
+def test_encode_rejects_inverted_boxes_instead_of_nan():
+    anchors = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
+    with pytest.raises(ValueError, match="encode_boxes: boxes must have x1 <= x2"):
+        encode_boxes(torch.tensor([[10.0, 10.0, 0.0, 0.0]]), anchors)
+    with pytest.raises(ValueError, match="encode_boxes: anchors must have x1 <= x2"):
+        encode_boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[0.0, 5.0, 5.0, 0.0]]))
