@@ -178,3 +178,35 @@ def test_encode_rejects_inverted_boxes_instead_of_nan():
         encode_boxes(torch.tensor([[10.0, 10.0, 0.0, 0.0]]), anchors)
     with pytest.raises(ValueError, match="encode_boxes: anchors must have x1 <= x2"):
         encode_boxes(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[0.0, 5.0, 5.0, 0.0]]))
+
+
+# --------------------------------------------------------------------------- 5. double backward
+
+from focal_detect import sigmoid_focal_loss_from_labels  # noqa: E402
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_focal_losses_support_double_backward(reduction):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    t = (torch.rand(3, 4, generator=g) > 0.6).double()
+    labels = torch.tensor([1, -1, -2])
+    w = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    fns = [
+        lambda x: sigmoid_focal_loss(x, t, reduction=reduction),
+        lambda x: sigmoid_focal_loss(x, t, alpha=None, gamma=1.5, reduction=reduction),
+        lambda x: sigmoid_focal_loss_star(x, t, gamma=2.0, beta=1.0, reduction=reduction),
+        lambda x: sigmoid_focal_loss_from_labels(x, labels, w, reduction=reduction),
+    ]
+    for f in fns:
+        assert torch.autograd.gradgradcheck(f, (x,))
+    # 0.1.0 raised RuntimeError here; the Hessian diagonal is the formula's.
+    loss = sigmoid_focal_loss(x, t, reduction="sum")
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+    (hx,) = torch.autograd.grad(gx.sum(), x)
+    from focal_detect.losses import _focal_formula
+
+    x2 = x.detach().clone().requires_grad_(True)
+    (g2,) = torch.autograd.grad(_focal_formula(x2, t, 0.25, 2.0).sum(), x2, create_graph=True)
+    (h2,) = torch.autograd.grad(g2.sum(), x2)
+    torch.testing.assert_close(hx, h2)

@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -489,23 +490,34 @@ class _SavedGradFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, loss: Tensor, grad: Tensor, scale, none: bool):  # type: ignore[override]
+    def forward(ctx, inputs: Tensor, loss: Tensor, grad: Tensor, scale, none: bool, recompute):  # type: ignore[override]
         ctx.grad = grad
         ctx.scale = scale
         ctx.none = none
         ctx.in_shape = inputs.shape
         ctx.in_dtype = inputs.dtype
+        # Weak references only: saving the logits (and targets) would keep tensors the
+        # size of the logits alive until backward. A second derivative needs them.
+        ctx.x_ref = weakref.ref(inputs)
+        ctx.recompute = recompute
         return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         g = ctx.grad
         if torch.is_grad_enabled():
-            raise RuntimeError(
-                "focal_detect: second derivatives of the focal losses are not supported "
-                "(backward was called with create_graph=True); the gradient is analytic "
-                "and precomputed"
-            )
+            # create_graph=True: the gradient must itself be differentiable. Recompute
+            # it through the plain autograd formula of the same loss.
+            x = ctx.x_ref()
+            again = None if x is None or ctx.recompute is None else ctx.recompute(x)
+            if again is None:
+                raise RuntimeError(
+                    "focal_detect: backward with create_graph=True needs the logits and "
+                    "targets of the focal loss alive at backward time; keep a reference "
+                    "to them"
+                )
+            (gx,) = torch.autograd.grad(again, x, grad_output, create_graph=True)
+            return gx, None, None, None, None, None
         if g is None:
             raise RuntimeError(
                 "focal_detect: the saved gradient of this loss was already used by a "
@@ -526,7 +538,24 @@ class _SavedGradFn(torch.autograd.Function):
             g = g * factor
         else:
             g = g.mul_(factor)
-        return g.to(ctx.in_dtype).view(ctx.in_shape), None, None, None, None
+        return g.to(ctx.in_dtype).view(ctx.in_shape), None, None, None, None, None
+
+
+def _weak_recompute(formula: Callable[..., Tensor], *tensors: Tensor | None) -> Callable[[Tensor], Tensor | None]:
+    """``x -> formula(x, *tensors)`` holding only weak references to ``tensors``."""
+    refs = [None if t is None else weakref.ref(t) for t in tensors]
+
+    def recompute(x: Tensor) -> Tensor | None:
+        args = []
+        for r in refs:
+            v = None if r is None else r()
+            if r is not None and v is None:
+                return None
+            args.append(v)
+        with torch.enable_grad():
+            return formula(x, *args)
+
+    return recompute
 
 
 def _finish(
@@ -536,8 +565,10 @@ def _finish(
     reduction: str,
     count: Tensor | int,
     result_dtype: torch.dtype,
+    recompute: Callable[[Tensor], Tensor | None] | None = None,
 ) -> Tensor:
-    """Apply "mean", cast, attach the saved gradient."""
+    """Apply "mean", cast, attach the saved gradient (``recompute(x)``: the same loss
+    by a differentiable formula, for double backward)."""
     scale: Tensor | float = 1.0
     if reduction == "mean":
         if isinstance(count, Tensor):
@@ -548,7 +579,7 @@ def _finish(
     loss = loss.to(result_dtype)
     if grad is None:
         return loss
-    return _SavedGradFn.apply(inputs, loss, grad, scale, reduction == "none")
+    return _SavedGradFn.apply(inputs, loss, grad, scale, reduction == "none", recompute)
 
 
 def _wants_grad(inputs: Tensor) -> bool:
@@ -644,8 +675,10 @@ def sigmoid_focal_loss(
     the paper's eq. (10) times :math:`\alpha_t`. It is evaluated during the forward
     pass in cache-sized chunks; only the gradient is kept (one tensor the size of
     ``inputs``; the backward pass scales it in place unless the graph is retained).
-    A second derivative is not supported: backward with ``create_graph=True`` raises
-    ``RuntimeError``. No gradient flows to
+    A second derivative works: backward with ``create_graph=True`` recomputes the
+    gradient through the plain autograd formula of the same loss (it needs ``inputs``
+    and ``targets`` still referenced at backward time; only weak references are kept,
+    so the first-order path holds no extra memory). No gradient flows to
     ``targets`` unless they require one (then a plain autograd formula is used).
 
     Args:
@@ -707,9 +740,13 @@ def sigmoid_focal_loss(
         return _focal_dense_kernel(x, t, a, g, w, lo, go)
 
     rd = _result_dtype(inputs)
+
+    def formula(x: Tensor, t: Tensor) -> Tensor:
+        return _reduce(_focal_formula(x.to(cd), t.to(cd), a, g), reduction).to(rd)
+
     with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad)
-        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd, _weak_recompute(formula, targets))
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
@@ -864,10 +901,22 @@ def sigmoid_focal_loss_from_labels(
 
     want_grad = _wants_grad(inputs)
     rd = _result_dtype(inputs)
+
+    def formula(x: Tensor, lab: Tensor, w: Tensor | None) -> Tensor:
+        kp = lab != IGNORE
+        t = (lab.unsqueeze(-1) == torch.arange(K, device=lab.device)).to(cd)
+        f = kp.to(cd) if w is None else kp.to(cd) * w.detach().to(cd)
+        out = _focal_formula(x.to(cd), t, a, g) * f.unsqueeze(-1)
+        if reduction == "mean":
+            out = out.sum() / (kp.sum() * K).clamp(min=1).to(cd)
+        else:
+            out = _reduce(out, reduction)
+        return out.to(rd)
+
     with _no_autocast(inputs.device):
         loss, grad = _labels_chunked(inputs, labels, weights, keep, a, g, reduction, want_grad)
         count = keep.sum() * K
-        return _finish(inputs, loss, grad, reduction, count, rd)
+        return _finish(inputs, loss, grad, reduction, count, rd, _weak_recompute(formula, labels, weights))
 
 
 def _labels_chunked(
@@ -1009,23 +1058,27 @@ def sigmoid_focal_loss_star(
     if check_targets and not torch.compiler.is_compiling():
         _check_targets_range(fn, targets)
 
-    if targets.requires_grad and torch.is_grad_enabled() or torch.compiler.is_compiling():
-        cd = _compute_dtype(inputs.dtype)
-        x, t = inputs.to(cd), targets.to(cd)
+    cd = _compute_dtype(inputs.dtype)
+    rd = _result_dtype(inputs)
+
+    def formula(xx: Tensor, tt: Tensor) -> Tensor:
+        x, t = xx.to(cd), tt.to(cd)
         ap = 1.0 if a is None else a
         an = 1.0 if a is None else 1.0 - a
         loss = (ap * t * F.softplus(-(gm * x + b)) + an * (1 - t) * F.softplus(gm * x - b)) / gm
-        return _reduce(loss, reduction).to(_result_dtype(inputs))
+        return _reduce(loss, reduction).to(rd)
+
+    if targets.requires_grad and torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return formula(inputs, targets)
 
     want_grad = _wants_grad(inputs)
 
     def kernel(x, t, w, lo, go):
         return _focal_star_kernel(x, t, gm, b, a, w, lo, go)
 
-    rd = _result_dtype(inputs)
     with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad, nbuf=7)
-        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd, _weak_recompute(formula, targets))
 
 
 class SigmoidFocalLoss(nn.Module):
