@@ -210,3 +210,62 @@ def test_focal_losses_support_double_backward(reduction):
     (g2,) = torch.autograd.grad(_focal_formula(x2, t, 0.25, 2.0).sum(), x2, create_graph=True)
     (h2,) = torch.autograd.grad(g2.sum(), x2)
     torch.testing.assert_close(hx, h2)
+
+
+# --------------------------------------------------------------------------- 6. fuzz findings
+
+from focal_detect import giou_loss, l1_loss, prior_bias, smooth_l1_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_focal_from_labels_accepts_every_integer_label_dtype(dtype):
+    x = torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]])
+    lab = torch.tensor([0, 1, 1]) if dtype == torch.uint8 else torch.tensor([0, -1, -2])
+    want = sigmoid_focal_loss_from_labels(x, lab.long())
+    torch.testing.assert_close(sigmoid_focal_loss_from_labels(x, lab.to(dtype)), want)
+
+
+def test_focal_from_labels_with_no_classes_is_empty():
+    x = torch.zeros(3, 0, requires_grad=True)
+    lab = torch.tensor([-1, -2, -1])
+    assert sigmoid_focal_loss_from_labels(x, lab).shape == (3, 0)
+    for red in ("sum", "mean"):
+        out = sigmoid_focal_loss_from_labels(x, lab, reduction=red)
+        assert out.shape == () and float(out.detach()) == 0.0
+    out.backward()
+    assert x.grad.shape == (3, 0)
+    with pytest.raises(ValueError, match="labels must be in"):
+        sigmoid_focal_loss_from_labels(torch.zeros(1, 0), torch.tensor([0]))
+
+
+def test_box_losses_reject_bool_tensors_naming_the_argument():
+    b = torch.tensor([[True, False, True, True]])
+    with pytest.raises(TypeError, match="smooth_l1_loss: target must be a numeric tensor"):
+        smooth_l1_loss(torch.zeros(1, 4), b)
+    with pytest.raises(TypeError, match="l1_loss: target must be a numeric tensor"):
+        l1_loss(torch.zeros(1, 4), b)
+    with pytest.raises(TypeError, match="giou_loss: boxes2 must be a numeric tensor"):
+        giou_loss(torch.zeros(1, 4), b)
+    with pytest.raises(TypeError, match="giou_loss: boxes1 must be a floating-point tensor"):
+        giou_loss(b, torch.zeros(1, 4))
+
+
+def test_giou_loss_half_precision_is_computed_in_float32():
+    a = torch.tensor([[0.0, 0.0, 300.0, 300.0], [0.0, 0.0, 1000.0, 800.0]])
+    b = torch.tensor([[10.0, 10.0, 310.0, 310.0], [500.0, 100.0, 1500.0, 900.0]])
+    want = giou_loss(a, b)
+    for dt in (torch.float16, torch.bfloat16):
+        got = giou_loss(a.to(dt), b.to(dt))  # 0.1.0: NaN in float16 (300**2 > 65504)
+        assert got.dtype == dt
+        torch.testing.assert_close(got.float(), want, atol=1e-2, rtol=1e-2)
+
+
+def test_huge_gamma_is_rejected_and_tiny_prior_is_exact():
+    for f in (sigmoid_focal_loss, sigmoid_focal_loss_star):
+        with pytest.raises(ValueError, match="gamma must be finite and <="):
+            f(torch.zeros(2), torch.tensor([1.0, 0.0]), gamma=3.5e38)
+    with pytest.raises(ValueError, match="sigmoid_focal_loss_from_labels: gamma"):
+        sigmoid_focal_loss_from_labels(torch.zeros(1, 2), torch.tensor([0]), gamma=1e39)
+    assert prior_bias(1e-320) == pytest.approx(math.log(1e-320), rel=1e-15)
+    assert math.isfinite(prior_bias(5e-324)) and prior_bias(5e-324) < -744
+    assert prior_bias(0.01) == -math.log(99)

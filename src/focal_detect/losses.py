@@ -136,11 +136,21 @@ def _check_targets_range(fn: str, targets: Tensor) -> None:
         raise ValueError(f"{fn}: targets must be in [0, 1]{hint}, got {bad!r}")
 
 
+#: Largest usable exponent: the kernels compute in float32 (half and float32 inputs),
+#: where a larger gamma (or gamma * x in FL*) is infinite.
+MAX_GAMMA = float(torch.finfo(torch.float32).max)
+
+
 def _check_gamma(fn: str, gamma: object) -> float:
     g = check_number(fn, "gamma", gamma, low=0.0)
-    if math.isinf(g):
-        raise ValueError(f"{fn}: gamma must be finite, got {gamma!r}")
+    if math.isinf(g) or g > MAX_GAMMA:
+        raise ValueError(f"{fn}: gamma must be finite and <= {MAX_GAMMA:.4g} (float32 max), got {gamma!r}")
     return g
+
+
+def _check_not_bool(fn: str, name: str, t: Tensor) -> None:
+    if t.dtype == torch.bool:
+        raise TypeError(f"{fn}: {name} must be a numeric tensor, got dtype torch.bool")
 
 
 def _pow_(q: Tensor, gamma: float) -> Tensor:
@@ -884,6 +894,13 @@ def sigmoid_focal_loss_from_labels(
             )
 
     cd = _compute_dtype(inputs.dtype)
+    if K == 0:
+        # No classes: every per-class term is absent; the loss is empty (or 0), with a
+        # (zero) gradient path to inputs.
+        z = inputs.to(cd) * 0.0
+        return (z if reduction == "none" else z.sum()).to(_result_dtype(inputs))
+    if labels.dtype != torch.int64:
+        labels = labels.long()  # uint8/int8/int16/int32 labels (gather needs int64)
     keep = labels != IGNORE
     if torch.compiler.is_compiling() or (weights is not None and weights.requires_grad and torch.is_grad_enabled()):
         x = inputs.to(cd)
@@ -1048,8 +1065,8 @@ def sigmoid_focal_loss_star(
     check_same_shape(fn, "inputs", inputs, "targets", targets)
     check_same_device(fn, inputs=inputs, targets=targets)
     gm = check_number(fn, "gamma", gamma, low=0.0, low_open=True)
-    if math.isinf(gm):
-        raise ValueError(f"{fn}: gamma must be finite, got {gamma!r}")
+    if math.isinf(gm) or gm > MAX_GAMMA:
+        raise ValueError(f"{fn}: gamma must be finite and <= {MAX_GAMMA:.4g} (float32 max), got {gamma!r}")
     b = check_number(fn, "beta", beta)
     if math.isinf(b):
         raise ValueError(f"{fn}: beta must be finite, got {beta!r}")
@@ -1210,6 +1227,10 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
     Returns:
         ``(*)`` for ``"none"``, else a scalar.
 
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``input`` or bool ``target``.
+        ValueError: Shape mismatch, ``beta < 0`` or unknown ``reduction``.
+
     Example:
         >>> smooth_l1_loss(torch.tensor([0.0, 0.1, 1.0]), torch.zeros(3), beta=0.5)
         tensor([0.0000, 0.0100, 0.7500])
@@ -1217,6 +1238,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
     fn = "smooth_l1_loss"
     check_float_tensor(fn, "input", input)
     check_tensor(fn, "target", target)
+    _check_not_bool(fn, "target", target)
     check_same_shape(fn, "input", input, "target", target)
     b = check_number(fn, "beta", beta, low=0.0)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
@@ -1239,6 +1261,10 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     Returns:
         ``(*)`` for ``"none"``, else a scalar.
 
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``input`` or bool ``target``.
+        ValueError: Shape mismatch or unknown ``reduction``.
+
     Example:
         >>> l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="sum")
         tensor(3.)
@@ -1246,6 +1272,7 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     fn = "l1_loss"
     check_float_tensor(fn, "input", input)
     check_tensor(fn, "target", target)
+    _check_not_bool(fn, "target", target)
     check_same_shape(fn, "input", input, "target", target)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
     return _reduce((input - target).abs(), reduction)
@@ -1267,7 +1294,13 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
         eps: Added to the denominators.
 
     Returns:
-        ``(...)`` for ``"none"``, else a scalar.
+        ``(...)`` for ``"none"``, else a scalar, in the promoted input dtype (half
+        precision is computed in float32).
+
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``boxes1`` or bool ``boxes2``.
+        ValueError: Shapes other than ``(..., 4)`` or mismatched, unknown
+            ``reduction``, ``eps < 0``.
 
     Example:
         >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
@@ -1282,8 +1315,14 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     check_same_shape(fn, "boxes1", boxes1, "boxes2", boxes2)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
     check_number(fn, "eps", eps, low=0.0)
-    x1, y1, x2, y2 = boxes1.unbind(-1)
-    u1, v1, u2, v2 = boxes2.unbind(-1)
+    _check_not_bool(fn, "boxes2", boxes2)
+    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype) if boxes2.is_floating_point() else boxes1.dtype
+    # Half precision is computed in float32 (areas of boxes above ~256 px overflow
+    # float16), like the other box ops; the result has the input dtype.
+    b1 = boxes1 if boxes1.dtype in (torch.float32, torch.float64) else boxes1.float()
+    b2 = boxes2.to(b1.dtype) if boxes2.dtype != torch.float64 else boxes2
+    x1, y1, x2, y2 = b1.unbind(-1)
+    u1, v1, u2, v2 = b2.unbind(-1)
     iw = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)
     ih = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
     inter = iw * ih
@@ -1294,5 +1333,7 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     area_c = cw * ch
     loss = 1 - (iou - (area_c - union) / (area_c + eps))
     if reduction == "mean":
-        return loss.mean() if loss.numel() else loss.sum() * 0.0
-    return _reduce(loss, reduction)
+        loss = loss.mean() if loss.numel() else loss.sum() * 0.0
+    else:
+        loss = _reduce(loss, reduction)
+    return loss.to(out_dtype)
