@@ -269,3 +269,16 @@ def test_huge_gamma_is_rejected_and_tiny_prior_is_exact():
     assert prior_bias(1e-320) == pytest.approx(math.log(1e-320), rel=1e-15)
     assert math.isfinite(prior_bias(5e-324)) and prior_bias(5e-324) < -744
     assert prior_bias(0.01) == -math.log(99)
+
+
+def test_clip_size_anchor_size_and_scalar_gammas():
+    from focal_detect import AnchorGenerator, clip_boxes, focal_loss_cdf
+
+    b = torch.tensor([[-5.0, 0.0, 10.0, float("inf")]])
+    # 0.1.0: RuntimeError from clamp; the exact answer clips only below 0 (and inf)
+    got = clip_boxes(b, (1e39, 1e39))
+    assert got[0, :3].tolist() == [0.0, 0.0, 10.0] and got[0, 3] == torch.finfo(torch.float32).max
+    with pytest.raises(ValueError, match=r"AnchorGenerator: sizes\[0\] must be <="):
+        AnchorGenerator(sizes=(1e200, 64, 128, 256, 512))
+    with pytest.raises(TypeError, match="focal_loss_cdf: gammas must be a sequence"):
+        focal_loss_cdf(torch.zeros(3, 2), torch.tensor([0, -1, 1]), gammas=2.0)

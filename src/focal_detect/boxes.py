@@ -286,6 +286,10 @@ def clip_boxes(boxes: Tensor, size: Sequence[float]) -> Tensor:
         raise ValueError(f"{fn}: size must be a pair (height, width), got {size!r}")
     height = check_number(fn, "size[0] (height)", size[0], low=0)
     width = check_number(fn, "size[1] (width)", size[1], low=0)
+    if boxes.is_floating_point():
+        # A size beyond the dtype's range clips nothing finite: clamp at its maximum.
+        big = float(torch.finfo(boxes.dtype).max)
+        height, width = min(height, big), min(width, big)
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack(
         (x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)),
