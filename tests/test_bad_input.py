@@ -282,3 +282,18 @@ def test_clip_size_anchor_size_and_scalar_gammas():
         AnchorGenerator(sizes=(1e200, 64, 128, 256, 512))
     with pytest.raises(TypeError, match="focal_loss_cdf: gammas must be a sequence"):
         focal_loss_cdf(torch.zeros(3, 2), torch.tensor([0, -1, 1]), gammas=2.0)
+
+
+def test_ohem_sample_with_a_budget_beyond_int64_is_exact():
+    from focal_detect import ohem_sample
+
+    losses = torch.tensor([[0.3, 0.9, 0.1, 0.5], [0.2, 0.4, 0.8, 0.6]])
+    labels = torch.tensor([[1, 0, BACKGROUND, BACKGROUND], [BACKGROUND, IGNORE, 2, BACKGROUND]])
+    for frac in (None, 0.25, 0.5):
+        # 0.1.0: OverflowError from clamp; any budget >= 2N selects what 2N selects
+        ref = ohem_sample(losses, labels, batch_size_per_image=8, positive_fraction=frac)
+        for size in (2**63, 2**70):
+            got = ohem_sample(losses, labels, batch_size_per_image=size, positive_fraction=frac)
+            assert torch.equal(got, ref)
+    # with fraction 0.25 of 8 = 2 foreground slots both images keep all non-ignored anchors
+    assert ref.tolist() == [[True, True, True, True], [True, False, True, True]]
