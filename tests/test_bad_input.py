@@ -65,7 +65,7 @@ def test_focal_target_check_accepts_boundaries_half_and_integer_targets():
 
 # --------------------------------------------------------------------------- 2. matching
 
-from focal_detect import (  # noqa: E402
+from focal_detect import (
     BACKGROUND,
     IGNORE,
     AnchorGenerator,
@@ -154,7 +154,7 @@ def test_assign_anchors_rejects_nan_boxes():
 
 # --------------------------------------------------------------------------- 4. coding
 
-from focal_detect import BoxCoder, decode_boxes, encode_boxes  # noqa: E402
+from focal_detect import BoxCoder, decode_boxes, encode_boxes
 
 
 def test_encode_requires_one_anchor_per_box():
@@ -182,7 +182,7 @@ def test_encode_rejects_inverted_boxes_instead_of_nan():
 
 # --------------------------------------------------------------------------- 5. double backward
 
-from focal_detect import sigmoid_focal_loss_from_labels  # noqa: E402
+from focal_detect import sigmoid_focal_loss_from_labels
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
@@ -214,7 +214,7 @@ def test_focal_losses_support_double_backward(reduction):
 
 # --------------------------------------------------------------------------- 6. fuzz findings
 
-from focal_detect import giou_loss, l1_loss, prior_bias, smooth_l1_loss  # noqa: E402
+from focal_detect import giou_loss, l1_loss, prior_bias, smooth_l1_loss
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])

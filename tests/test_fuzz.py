@@ -30,8 +30,15 @@ SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-30, 1e30, 3e38, -3e38, 1e300,
 
 COUNTS: collections.Counter[str] = collections.Counter()
 _COUNT_PATH = os.environ.get("FOCAL_DETECT_FUZZ_COUNTS")
+
+
+def _write_counts(path: str) -> None:
+    with open(path, "w") as f:
+        f.write(json.dumps(dict(sorted(COUNTS.items())), indent=1))
+
+
 if _COUNT_PATH:
-    atexit.register(lambda: open(_COUNT_PATH, "w").write(json.dumps(dict(sorted(COUNTS.items())), indent=1)))
+    atexit.register(_write_counts, _COUNT_PATH)
 
 # Few examples per op in CI; the thorough profile (tests/conftest.py) raises it.
 _THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
