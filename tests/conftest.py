@@ -22,6 +22,13 @@ settings.register_profile(
     max_examples=60,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# By hand: HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_fuzz.py (random, many examples).
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=3000,
+    suppress_health_check=list(HealthCheck),
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

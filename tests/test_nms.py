@@ -120,10 +120,27 @@ def test_empty_input_returns_empty_int64():
         assert out.dtype == torch.int64 and out.shape == (0,)
 
 
-def test_nan_scores_come_first_as_in_torch_sort():
-    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
-    s = torch.tensor([0.9, float("nan"), 0.5])
-    assert nms(b, s, 0.5).tolist() == [1, 2]
+def test_nan_scores_come_last_and_never_suppress_a_scored_box():
+    # 0.1.0 sorted NaN first (as torch.sort): box 1 suppressed box 0 -> [1, 2].
+    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0],
+                      [50.0, 50.0, 60.0, 60.0], [80.0, 80.0, 90.0, 90.0]])
+    nan, inf = float("nan"), float("inf")
+    s = torch.tensor([0.9, nan, 0.5, -inf, nan])
+    # box 3 (-inf) is suppressed by box 2; box 1 (NaN) by box 0; box 4 (NaN) kept, last
+    assert nms(b, s, 0.5).tolist() == [0, 2, 4]
+    s2 = torch.tensor([nan, 0.9, nan, -inf, 0.1])  # NaN boxes 0 and 2 come after -inf
+    assert nms(b, s2, 0.5).tolist() == [1, 4, 3]
+    assert batched_nms(b, s2, torch.zeros(5, dtype=torch.long), 0.5).tolist() == [1, 4, 3]
+    assert batched_nms(b, s2, torch.tensor([0, 0, 1, 1, 0]), 0.5).tolist() == [1, 4, 3]
+    assert batched_nms(b, s2, torch.tensor([0, 1, 1, 0, 0]), 0.5).tolist() == [1, 4, 3, 0, 2]
+
+
+def test_boxes_with_nan_coordinates_never_suppress_nor_are_suppressed():
+    nan = float("nan")
+    b = torch.tensor([[0.0, 0.0, nan, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    s = torch.tensor([0.9, 0.8, 0.7])
+    assert nms(b, s, 0.5).tolist() == [0, 1]
+    assert batched_nms(b, s, torch.tensor([3, 3, 3]), 0.5).tolist() == [0, 1]
 
 
 def test_half_precision_boxes_give_the_float32_result():

@@ -122,6 +122,8 @@ def focal_loss_cdf(
             f"{fn}: labels must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
             f"got {tuple(labels.shape)}"
         )
+    if isinstance(gammas, (str, bytes)) or not isinstance(gammas, Sequence):
+        raise TypeError(f"{fn}: gammas must be a sequence of numbers such as (2.0,), got {type(gammas).__name__}")
     gs = [check_number(fn, "gammas", g, low=0.0) for g in gammas]
     if not gs:
         raise ValueError(f"{fn}: gammas must not be empty, got {gammas!r}")

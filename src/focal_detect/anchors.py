@@ -364,6 +364,11 @@ def _shift(convention: str, stride: int, offset: float) -> float:
 # --------------------------------------------------------------------------------------
 
 
+#: Largest anchor size accepted: far above any image, far below float32 overflow
+#: even after scales and aspect ratios.
+_MAX_ANCHOR_SIZE = 1e18
+
+
 def _positive_numbers(fn: str, name: str, values: object) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{fn}: {name} must be a sequence of numbers, got {type(values).__name__}")
@@ -504,6 +509,9 @@ class AnchorGenerator:
     ) -> None:
         fn = "AnchorGenerator"
         self._sizes = _positive_numbers(fn, "sizes", sizes)
+        for k, v in enumerate(self._sizes):
+            if v > _MAX_ANCHOR_SIZE:  # beyond it float32 anchor coordinates overflow to inf
+                raise ValueError(f"{fn}: sizes[{k}] must be <= {_MAX_ANCHOR_SIZE:g}, got {v!r}")
         self._scales = _positive_numbers(fn, "scales", scales)
         self._ratios = _positive_numbers(fn, "ratios", ratios)
         self._strides = _stride_entries(fn, "strides", strides)

@@ -312,6 +312,10 @@ def clip_boxes(boxes: Tensor, size: Sequence[float]) -> Tensor:
         raise ValueError(f"{fn}: size must be a pair (height, width), got {size!r}")
     height = check_number(fn, "size[0] (height)", size[0], low=0)
     width = check_number(fn, "size[1] (width)", size[1], low=0)
+    if boxes.is_floating_point():
+        # A size beyond the dtype's range clips nothing finite: clamp at its maximum.
+        big = float(torch.finfo(boxes.dtype).max)
+        height, width = min(height, big), min(width, big)
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack(
         (x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)),
@@ -550,9 +554,11 @@ def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: f
     if work.dtype not in (torch.float32, torch.float64):
         work = work.float()
     thr_t = _float32_threshold(thr, work.dtype)
-    # Stable descending sort: ties keep index order, NaN scores come first (as
-    # torch.sort and torchvision's kernel).
-    order0 = torch.sort(scores, descending=True, stable=True)[1]
+    # Decreasing score, ties in index order, NaN scores last: a stable ascending sort
+    # of the negated scores (ascending sorts put NaN last; torch.sort and
+    # torchvision's kernel put a NaN first in descending order, where it would
+    # suppress real boxes). One sort, as before.
+    order0 = torch.sort(scores.neg(), stable=True)[1]
     if idxs is None:
         valid = torch.ones(1, n, dtype=torch.bool, device=device)
         keep = _nms_padded(work[order0].unsqueeze(0), valid, [n], thr_t)[0]
@@ -588,15 +594,20 @@ def _batched_nms_impl(boxes: Tensor, scores: Tensor, idxs: Tensor | None, thr: f
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     r"""Greedy non-maximum suppression, exact and in pure PyTorch.
 
-    Boxes are visited in decreasing score order (ties: lower index first, NaN scores
-    first, as ``torch.sort``); a box is kept unless a previously *kept* box has
+    Boxes are visited in decreasing score order (ties: lower index first); a box is
+    kept unless a previously *kept* box has
     :math:`\mathrm{IoU} > \text{iou\_threshold}` with it. The IoU is computed as
     torchvision's kernel does (unclamped areas; the 0/0 of two zero-area boxes never
     suppresses; a ``float32`` IoU is compared with the threshold as a double), so
-    the result equals ``torchvision.ops.nms`` index for index. Half-precision boxes
-    are processed in ``float32``. Boxes are not checked for NaN/inf (that would
-    synchronise the device): a NaN coordinate makes its IoUs NaN, which never
-    suppress.
+    the result equals ``torchvision.ops.nms`` index for index for scores without
+    NaN. Half-precision boxes are processed in ``float32``.
+
+    NaN (documented safe behaviour; nothing is checked, so nothing synchronises the
+    device): a box with a NaN *score* is visited after every box with a number score
+    (``-inf`` included), so it never suppresses one; it is kept unless suppressed, and
+    listed last (torchvision sorts NaN first, where it suppresses real boxes). A box
+    with a NaN *coordinate* has NaN IoUs, which never suppress: it suppresses nothing
+    and is never suppressed.
 
     The greedy recurrence is solved without a Python loop over boxes: boxes are
     processed in blocks and each block's keep mask is the fixed point of
@@ -660,7 +671,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
     Returns:
         ``(K,)`` int64 indices of the kept boxes, in decreasing score order (ties:
-        lower index first).
+        lower index first; NaN scores last, see :func:`nms`).
 
     Raises:
         TypeError: Non-tensor arguments or non-integer ``idxs``.

@@ -72,6 +72,12 @@ def _check_pair(fn: str, name: str, value: object, anchors: object) -> tuple[Ten
             f"{fn}: anchors must broadcast with {name} {tuple(t.shape)}, "
             f"got {tuple(a.shape)}"
         ) from None
+    if t.ndim >= 2 and a.ndim >= 2 and t.shape[-2] != a.shape[-2]:
+        # Only the batch dimensions broadcast: one anchor per box, never (1, 4) vs (N, 4).
+        raise ValueError(
+            f"{fn}: anchors and {name} must have the same number of boxes N (only batch "
+            f"dimensions broadcast), got anchors {tuple(a.shape)} and {name} {tuple(t.shape)}"
+        )
     return t, a
 
 
@@ -111,7 +117,10 @@ def encode_boxes(
 
     Raises:
         TypeError: Non-tensor or non-float input.
-        ValueError: Bad or non-broadcastable shapes, bad weights.
+        ValueError: Bad or non-broadcastable shapes, a different number of boxes
+            ``N`` in ``boxes`` and ``anchors`` (only batch dimensions broadcast), bad
+            weights, or an inverted box (``x2 < x1`` or ``y2 < y1``; checking it reads
+            two flags from the device).
 
     Example:
         >>> anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
@@ -131,6 +140,14 @@ def encode_boxes(
     ex_cy = ay1 + 0.5 * ex_h
     gt_w = bx2 - bx1
     gt_h = by2 - by1
+    if not b.is_meta and not a.is_meta:
+        # An inverted box (x2 < x1 or y2 < y1) would give log of a negative: NaN.
+        bad_box = bool(((gt_w < 0) | (gt_h < 0)).any())  # one synchronisation each
+        if bad_box or bool(((ex_w < 0) | (ex_h < 0)).any()):
+            name = "boxes" if bad_box else "anchors"
+            raise ValueError(
+                f"{fn}: {name} must have x1 <= x2 and y1 <= y2, got an inverted box"
+            )
     gt_cx = bx1 + 0.5 * gt_w
     gt_cy = by1 + 0.5 * gt_h
     dx = wx * (gt_cx - ex_cx) / ex_w

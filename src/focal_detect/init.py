@@ -39,6 +39,10 @@ def prior_bias(prior: float = 0.01) -> float:
         0.0
     """
     pi = check_number("prior_bias", "prior", prior, low=0.0, high=1.0, low_open=True, high_open=True)
+    if pi < 1e-300:
+        # (1 - pi) / pi overflows for subnormal pi; log pi - log1p(-pi) stays exact
+        # (prior_bias(1e-320) = -736.8...).
+        return math.log(pi) - math.log1p(-pi)
     return -math.log((1.0 - pi) / pi)
 
 

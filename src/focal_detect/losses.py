@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -120,11 +121,36 @@ def _check_alpha(fn: str, alpha: object) -> float | None:
     return None if a < 0 else a
 
 
+def _check_targets_range(fn: str, targets: Tensor) -> None:
+    """Raise ``ValueError`` unless every target lies in ``[0, 1]`` (NaN fails too).
+
+    One min/max reduction over ``targets`` (no full-size temporary) and one host
+    synchronisation to read the two numbers back.
+    """
+    if targets.numel() == 0 or targets.dtype == torch.bool or targets.is_complex() or targets.is_meta:
+        return  # a meta tensor has no values to check
+    lo, hi = torch.stack(torch.aminmax(targets.detach().reshape(-1))).tolist()
+    if not (lo >= 0 and hi <= 1):  # also catches NaN
+        bad = lo if not lo >= 0 else hi
+        hint = " (for the paper's y in {-1, +1} pass (y + 1) / 2)" if lo < 0 else ""
+        raise ValueError(f"{fn}: targets must be in [0, 1]{hint}, got {bad!r}")
+
+
+#: Largest usable exponent: the kernels compute in float32 (half and float32 inputs),
+#: where a larger gamma (or gamma * x in FL*) is infinite.
+MAX_GAMMA = float(torch.finfo(torch.float32).max)
+
+
 def _check_gamma(fn: str, gamma: object) -> float:
     g = check_number(fn, "gamma", gamma, low=0.0)
-    if math.isinf(g):
-        raise ValueError(f"{fn}: gamma must be finite, got {gamma!r}")
+    if math.isinf(g) or g > MAX_GAMMA:
+        raise ValueError(f"{fn}: gamma must be finite and <= {MAX_GAMMA:.4g} (float32 max), got {gamma!r}")
     return g
+
+
+def _check_not_bool(fn: str, name: str, t: Tensor) -> None:
+    if t.dtype == torch.bool:
+        raise TypeError(f"{fn}: {name} must be a numeric tensor, got dtype torch.bool")
 
 
 def _pow_(q: Tensor, gamma: float) -> Tensor:
@@ -474,23 +500,34 @@ class _SavedGradFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, loss: Tensor, grad: Tensor, scale, none: bool):  # type: ignore[override]
+    def forward(ctx, inputs: Tensor, loss: Tensor, grad: Tensor, scale, none: bool, recompute):  # type: ignore[override]
         ctx.grad = grad
         ctx.scale = scale
         ctx.none = none
         ctx.in_shape = inputs.shape
         ctx.in_dtype = inputs.dtype
+        # Weak references only: saving the logits (and targets) would keep tensors the
+        # size of the logits alive until backward. A second derivative needs them.
+        ctx.x_ref = weakref.ref(inputs)
+        ctx.recompute = recompute
         return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         g = ctx.grad
         if torch.is_grad_enabled():
-            raise RuntimeError(
-                "focal_detect: second derivatives of the focal losses are not supported "
-                "(backward was called with create_graph=True); the gradient is analytic "
-                "and precomputed"
-            )
+            # create_graph=True: the gradient must itself be differentiable. Recompute
+            # it through the plain autograd formula of the same loss.
+            x = ctx.x_ref()
+            again = None if x is None or ctx.recompute is None else ctx.recompute(x)
+            if again is None:
+                raise RuntimeError(
+                    "focal_detect: backward with create_graph=True needs the logits and "
+                    "targets of the focal loss alive at backward time; keep a reference "
+                    "to them"
+                )
+            (gx,) = torch.autograd.grad(again, x, grad_output, create_graph=True)
+            return gx, None, None, None, None, None
         if g is None:
             raise RuntimeError(
                 "focal_detect: the saved gradient of this loss was already used by a "
@@ -511,7 +548,24 @@ class _SavedGradFn(torch.autograd.Function):
             g = g * factor
         else:
             g = g.mul_(factor)
-        return g.to(ctx.in_dtype).view(ctx.in_shape), None, None, None, None
+        return g.to(ctx.in_dtype).view(ctx.in_shape), None, None, None, None, None
+
+
+def _weak_recompute(formula: Callable[..., Tensor], *tensors: Tensor | None) -> Callable[[Tensor], Tensor | None]:
+    """``x -> formula(x, *tensors)`` holding only weak references to ``tensors``."""
+    refs = [None if t is None else weakref.ref(t) for t in tensors]
+
+    def recompute(x: Tensor) -> Tensor | None:
+        args = []
+        for r in refs:
+            v = None if r is None else r()
+            if r is not None and v is None:
+                return None
+            args.append(v)
+        with torch.enable_grad():
+            return formula(x, *args)
+
+    return recompute
 
 
 def _finish(
@@ -521,8 +575,10 @@ def _finish(
     reduction: str,
     count: Tensor | int,
     result_dtype: torch.dtype,
+    recompute: Callable[[Tensor], Tensor | None] | None = None,
 ) -> Tensor:
-    """Apply "mean", cast, attach the saved gradient."""
+    """Apply "mean", cast, attach the saved gradient (``recompute(x)``: the same loss
+    by a differentiable formula, for double backward)."""
     scale: Tensor | float = 1.0
     if reduction == "mean":
         if isinstance(count, Tensor):
@@ -533,7 +589,7 @@ def _finish(
     loss = loss.to(result_dtype)
     if grad is None:
         return loss
-    return _SavedGradFn.apply(inputs, loss, grad, scale, reduction == "none")
+    return _SavedGradFn.apply(inputs, loss, grad, scale, reduction == "none", recompute)
 
 
 def _wants_grad(inputs: Tensor) -> bool:
@@ -605,6 +661,8 @@ def sigmoid_focal_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""Sigmoid focal loss (Lin et al. 2017, eq. 5), drop-in for torchvision's.
 
@@ -627,8 +685,10 @@ def sigmoid_focal_loss(
     the paper's eq. (10) times :math:`\alpha_t`. It is evaluated during the forward
     pass in cache-sized chunks; only the gradient is kept (one tensor the size of
     ``inputs``; the backward pass scales it in place unless the graph is retained).
-    A second derivative is not supported: backward with ``create_graph=True`` raises
-    ``RuntimeError``. No gradient flows to
+    A second derivative works: backward with ``create_graph=True`` recomputes the
+    gradient through the plain autograd formula of the same loss (it needs ``inputs``
+    and ``targets`` still referenced at backward time; only weak references are kept,
+    so the first-order path holds no extra memory). No gradient flows to
     ``targets`` unless they require one (then a plain autograd formula is used).
 
     Shape:
@@ -643,6 +703,12 @@ def sigmoid_focal_loss(
             torchvision's ``-1``) disables the weighting (:math:`\alpha_t = 1`).
         gamma: Focusing exponent :math:`\gamma \ge 0`; ``0`` gives (weighted) BCE.
         reduction: ``"none"``, ``"mean"`` (over all elements) or ``"sum"``.
+        check_targets: Check that every target lies in ``[0, 1]`` (default). The
+            check is one min/max reduction over ``targets`` (no temporary of their
+            size) and, on an accelerator, one host synchronisation per call; pass
+            ``False`` when the targets are in range by construction (a one-hot
+            encoding) to skip it. Out-of-range targets give a meaningless (possibly
+            negative) loss.
 
     Returns:
         Shape ``(*)`` for ``"none"``, else a scalar; dtype of ``inputs`` (float32 for
@@ -650,7 +716,9 @@ def sigmoid_focal_loss(
 
     Raises:
         TypeError: ``inputs``/``targets`` not tensors, or ``inputs`` not floating point.
-        ValueError: Shape mismatch, ``alpha > 1``, ``gamma < 0``, unknown ``reduction``.
+        ValueError: Shape mismatch, ``alpha > 1``, ``gamma < 0``, unknown ``reduction``,
+            or (with ``check_targets``) a target outside ``[0, 1]`` or NaN, e.g. the
+            paper's :math:`y \in \{-1, +1\}` (pass ``(y + 1) / 2``).
 
     Example:
         >>> sigmoid_focal_loss(torch.zeros(2), torch.tensor([1.0, 0.0]))
@@ -668,6 +736,8 @@ def sigmoid_focal_loss(
     a = _check_alpha(fn, alpha)
     g = _check_gamma(fn, gamma)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
+    if check_targets and not torch.compiler.is_compiling():
+        _check_targets_range(fn, targets)
 
     cd = _compute_dtype(inputs.dtype)
     if torch.compiler.is_compiling() or (targets.requires_grad and torch.is_grad_enabled()):
@@ -685,9 +755,13 @@ def sigmoid_focal_loss(
         return _focal_dense_kernel(x, t, a, g, w, lo, go)
 
     rd = _result_dtype(inputs)
+
+    def formula(x: Tensor, t: Tensor) -> Tensor:
+        return _reduce(_focal_formula(x.to(cd), t.to(cd), a, g), reduction).to(rd)
+
     with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad)
-        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd, _weak_recompute(formula, targets))
 
 
 _COMPILED: dict[str, Callable[..., Tensor]] = {}
@@ -699,6 +773,8 @@ def compiled_sigmoid_focal_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""Opt-in :func:`torch.compile` version of :func:`sigmoid_focal_loss`.
 
@@ -722,19 +798,27 @@ def compiled_sigmoid_focal_loss(
         alpha: As in :func:`sigmoid_focal_loss`.
         gamma: As in :func:`sigmoid_focal_loss`.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        check_targets: As in :func:`sigmoid_focal_loss` (checked eagerly, before the
+            compiled call, so it causes no graph break).
 
     Returns:
         As :func:`sigmoid_focal_loss`.
+
+    Raises:
+        TypeError: As :func:`sigmoid_focal_loss`.
+        ValueError: As :func:`sigmoid_focal_loss`.
 
     Example:
         >>> x = torch.zeros(2)
         >>> compiled_sigmoid_focal_loss(x, torch.tensor([1.0, 0.0]))  # doctest: +SKIP
         tensor([0.0433, 0.1300])
     """
+    if check_targets and isinstance(targets, Tensor):
+        _check_targets_range("compiled_sigmoid_focal_loss", targets)
     fn = _COMPILED.get("dense")
     if fn is None:
         fn = _COMPILED["dense"] = torch.compile(sigmoid_focal_loss, dynamic=False)
-    return fn(inputs, targets, alpha, gamma, reduction)
+    return fn(inputs, targets, alpha, gamma, reduction, check_targets=False)
 
 
 def sigmoid_focal_loss_from_labels(
@@ -826,6 +910,13 @@ def sigmoid_focal_loss_from_labels(
             )
 
     cd = _compute_dtype(inputs.dtype)
+    if K == 0:
+        # No classes: every per-class term is absent; the loss is empty (or 0), with a
+        # (zero) gradient path to inputs.
+        z = inputs.to(cd) * 0.0
+        return (z if reduction == "none" else z.sum()).to(_result_dtype(inputs))
+    if labels.dtype != torch.int64:
+        labels = labels.long()  # uint8/int8/int16/int32 labels (gather needs int64)
     keep = labels != IGNORE
     if torch.compiler.is_compiling() or (weights is not None and weights.requires_grad and torch.is_grad_enabled()):
         x = inputs.to(cd)
@@ -843,10 +934,22 @@ def sigmoid_focal_loss_from_labels(
 
     want_grad = _wants_grad(inputs)
     rd = _result_dtype(inputs)
+
+    def formula(x: Tensor, lab: Tensor, w: Tensor | None) -> Tensor:
+        kp = lab != IGNORE
+        t = (lab.unsqueeze(-1) == torch.arange(K, device=lab.device)).to(cd)
+        f = kp.to(cd) if w is None else kp.to(cd) * w.detach().to(cd)
+        out = _focal_formula(x.to(cd), t, a, g) * f.unsqueeze(-1)
+        if reduction == "mean":
+            out = out.sum() / (kp.sum() * K).clamp(min=1).to(cd)
+        else:
+            out = _reduce(out, reduction)
+        return out.to(rd)
+
     with _no_autocast(inputs.device):
         loss, grad = _labels_chunked(inputs, labels, weights, keep, a, g, reduction, want_grad)
         count = keep.sum() * K
-        return _finish(inputs, loss, grad, reduction, count, rd)
+        return _finish(inputs, loss, grad, reduction, count, rd, _weak_recompute(formula, labels, weights))
 
 
 def _labels_chunked(
@@ -920,6 +1023,8 @@ def sigmoid_focal_loss_star(
     beta: float = 0.0,
     alpha: float | None = None,
     reduction: str = "none",
+    *,
+    check_targets: bool = True,
 ) -> Tensor:
     r"""FL*, the focal-loss variant of the paper's Appendix A.
 
@@ -956,14 +1061,18 @@ def sigmoid_focal_loss_star(
         alpha: Optional weight of positives in ``[0, 1]``; ``None`` (default, as in
             the paper's FL*) or negative disables it.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        check_targets: Check that every target lies in ``[0, 1]`` (default): one
+            min/max reduction and, on an accelerator, one host synchronisation, as in
+            :func:`sigmoid_focal_loss`; ``False`` skips it.
 
     Returns:
         Shape ``(*)`` for ``"none"``, else a scalar.
 
     Raises:
         TypeError: Non-tensor or non-float ``inputs``.
-        ValueError: Shape mismatch, ``gamma <= 0``, non-finite ``beta``, ``alpha > 1``
-            or unknown ``reduction``.
+        ValueError: Shape mismatch, ``gamma <= 0``, non-finite ``beta``, ``alpha > 1``,
+            unknown ``reduction``, or (with ``check_targets``) a target outside
+            ``[0, 1]`` or NaN (for :math:`y \in \{-1, +1\}` pass ``(y + 1) / 2``).
 
     Example:
         >>> sigmoid_focal_loss_star(torch.zeros(2), torch.tensor([1.0, 0.0]))
@@ -977,31 +1086,37 @@ def sigmoid_focal_loss_star(
     check_same_shape(fn, "inputs", inputs, "targets", targets)
     check_same_device(fn, inputs=inputs, targets=targets)
     gm = check_number(fn, "gamma", gamma, low=0.0, low_open=True)
-    if math.isinf(gm):
-        raise ValueError(f"{fn}: gamma must be finite, got {gamma!r}")
+    if math.isinf(gm) or gm > MAX_GAMMA:
+        raise ValueError(f"{fn}: gamma must be finite and <= {MAX_GAMMA:.4g} (float32 max), got {gamma!r}")
     b = check_number(fn, "beta", beta)
     if math.isinf(b):
         raise ValueError(f"{fn}: beta must be finite, got {beta!r}")
     a = _check_alpha(fn, alpha)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
+    if check_targets and not torch.compiler.is_compiling():
+        _check_targets_range(fn, targets)
 
-    if targets.requires_grad and torch.is_grad_enabled() or torch.compiler.is_compiling():
-        cd = _compute_dtype(inputs.dtype)
-        x, t = inputs.to(cd), targets.to(cd)
+    cd = _compute_dtype(inputs.dtype)
+    rd = _result_dtype(inputs)
+
+    def formula(xx: Tensor, tt: Tensor) -> Tensor:
+        x, t = xx.to(cd), tt.to(cd)
         ap = 1.0 if a is None else a
         an = 1.0 if a is None else 1.0 - a
         loss = (ap * t * F.softplus(-(gm * x + b)) + an * (1 - t) * F.softplus(gm * x - b)) / gm
-        return _reduce(loss, reduction).to(_result_dtype(inputs))
+        return _reduce(loss, reduction).to(rd)
+
+    if targets.requires_grad and torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return formula(inputs, targets)
 
     want_grad = _wants_grad(inputs)
 
     def kernel(x, t, w, lo, go):
         return _focal_star_kernel(x, t, gm, b, a, w, lo, go)
 
-    rd = _result_dtype(inputs)
     with _no_autocast(inputs.device):
         loss, grad = _chunked(kernel, inputs, targets, reduction, want_grad, nbuf=7)
-        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd)
+        return _finish(inputs, loss, grad, reduction, inputs.numel(), rd, _weak_recompute(formula, targets))
 
 
 class SigmoidFocalLoss(nn.Module):
@@ -1143,6 +1258,10 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
     Returns:
         ``(*)`` for ``"none"``, else a scalar.
 
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``input`` or bool ``target``.
+        ValueError: Shape mismatch, ``beta < 0`` or unknown ``reduction``.
+
     Example:
         >>> smooth_l1_loss(torch.tensor([0.0, 0.1, 1.0]), torch.zeros(3), beta=0.5)
         tensor([0.0000, 0.0100, 0.7500])
@@ -1150,6 +1269,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 0.11, reduction:
     fn = "smooth_l1_loss"
     check_float_tensor(fn, "input", input)
     check_tensor(fn, "target", target)
+    _check_not_bool(fn, "target", target)
     check_same_shape(fn, "input", input, "target", target)
     b = check_number(fn, "beta", beta, low=0.0)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
@@ -1177,6 +1297,10 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     Returns:
         ``(*)`` for ``"none"``, else a scalar.
 
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``input`` or bool ``target``.
+        ValueError: Shape mismatch or unknown ``reduction``.
+
     Example:
         >>> l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="sum")
         tensor(3.)
@@ -1184,6 +1308,7 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     fn = "l1_loss"
     check_float_tensor(fn, "input", input)
     check_tensor(fn, "target", target)
+    _check_not_bool(fn, "target", target)
     check_same_shape(fn, "input", input, "target", target)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
     return _reduce((input - target).abs(), reduction)
@@ -1210,7 +1335,13 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
         eps: Added to the denominators.
 
     Returns:
-        ``(...)`` for ``"none"``, else a scalar.
+        ``(...)`` for ``"none"``, else a scalar, in the promoted input dtype (half
+        precision is computed in float32).
+
+    Raises:
+        TypeError: Non-tensor arguments, non-float ``boxes1`` or bool ``boxes2``.
+        ValueError: Shapes other than ``(..., 4)`` or mismatched, unknown
+            ``reduction``, ``eps < 0``.
 
     Example:
         >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
@@ -1225,8 +1356,14 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     check_same_shape(fn, "boxes1", boxes1, "boxes2", boxes2)
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
     check_number(fn, "eps", eps, low=0.0)
-    x1, y1, x2, y2 = boxes1.unbind(-1)
-    u1, v1, u2, v2 = boxes2.unbind(-1)
+    _check_not_bool(fn, "boxes2", boxes2)
+    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype) if boxes2.is_floating_point() else boxes1.dtype
+    # Half precision is computed in float32 (areas of boxes above ~256 px overflow
+    # float16), like the other box ops; the result has the input dtype.
+    b1 = boxes1 if boxes1.dtype in (torch.float32, torch.float64) else boxes1.float()
+    b2 = boxes2.to(b1.dtype) if boxes2.dtype != torch.float64 else boxes2
+    x1, y1, x2, y2 = b1.unbind(-1)
+    u1, v1, u2, v2 = b2.unbind(-1)
     iw = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)
     ih = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
     inter = iw * ih
@@ -1237,5 +1374,7 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     area_c = cw * ch
     loss = 1 - (iou - (area_c - union) / (area_c + eps))
     if reduction == "mean":
-        return loss.mean() if loss.numel() else loss.sum() * 0.0
-    return _reduce(loss, reduction)
+        loss = loss.mean() if loss.numel() else loss.sum() * 0.0
+    else:
+        loss = _reduce(loss, reduction)
+    return loss.to(out_dtype)

@@ -44,6 +44,19 @@ Semantics (documented choices):
   (default 0.5: at least half the anchor lies inside the crowd) becomes ``IGNORE``
   if it would otherwise be ``BACKGROUND``; foreground and already ignored anchors are
   unchanged (a clearly visible object inside a crowd still trains its anchors).
+* NaN quality never produces a match. An anchor whose quality against any (valid)
+  box is NaN is ``IGNORE`` (neither foreground nor background: its best box is
+  unknown), also after low-quality matching; a box with a NaN quality against some
+  anchor has no defined highest quality and makes no low-quality matches (its
+  ``>= high_threshold`` matches of other anchors stand). Costs nothing extra: the
+  NaN propagates through the maxima that are computed anyway. :func:`assign_anchors`
+  rejects non-finite boxes, and its IoU of finite boxes whose areas overflow is 0
+  (as for a non-positive union), so the rule applies to :func:`match_anchors` on a
+  given matrix.
+* Half-precision quality is compared in float32: a float16 IoU of 0.39990234375 is
+  below ``low_threshold=0.4`` (``BACKGROUND``), not rounded to the threshold.
+  (Tested for the dense, padded-batch, chunked and windowed paths in
+  ``tests/test_bad_input.py``; see also the conventions page, "Bad input".)
 """
 
 from __future__ import annotations
@@ -175,7 +188,10 @@ def match_anchors(
 
     Returns:
         ``(N,)`` or ``(B, N)`` int64: a box index in ``[0, M)``, ``BACKGROUND`` or
-        ``IGNORE``. With no (valid) box every anchor is ``BACKGROUND``.
+        ``IGNORE``. With no (valid) box every anchor is ``BACKGROUND``. An anchor with
+        a NaN quality against a valid box is ``IGNORE``, and a box with a NaN quality
+        makes no low-quality matches (see the module notes). Half-precision quality is
+        compared in float32.
 
     Raises:
         TypeError: ``quality`` is not a float tensor, ``valid`` is not bool.
@@ -209,6 +225,8 @@ def match_anchors(
                 f"last dimension), got {tuple(valid.shape)}"
             )
         check_same_device(fn, quality=q, valid=valid)
+    if q.dtype in (torch.float16, torch.bfloat16):
+        q = q.float()  # thresholds are compared exactly, not rounded to half precision
     unbatched = q.ndim == 2
     if unbatched:
         q = q.unsqueeze(0)
@@ -226,10 +244,11 @@ def _match_dense_matrix(
         return torch.full((b, n), BACKGROUND, dtype=torch.int64, device=q.device)
     if valid is not None:
         q = q.masked_fill(~valid[:, :, None], -math.inf)
-    vals, matches = q.max(dim=1)
+    vals, matches = q.max(dim=1)  # a NaN in a column propagates to vals
+    unknown = vals.isnan()
     best = matches.clone() if lq and mode == "torchvision" else matches
     matches = matches.masked_fill(vals < low, BACKGROUND)
-    matches = matches.masked_fill((vals >= low) & (vals < high), IGNORE)
+    matches = matches.masked_fill(((vals >= low) & (vals < high)) | unknown, IGNORE)
     if not lq:
         return matches
     highest = q.amax(dim=2)  # (B, M)
@@ -237,11 +256,14 @@ def _match_dense_matrix(
     if guard is not None:
         ok = ok & (highest > guard)
     claims = (q == highest[:, :, None]) & ok[:, :, None]  # (B, M, N)
+    # A NaN row has a NaN highest: it equals nothing, so that box claims no anchor.
     if mode == "torchvision":
-        return torch.where(claims.any(dim=1), best, matches)
-    rows = torch.arange(1, m + 1, dtype=torch.int32, device=q.device)
-    last = (claims.to(torch.int32) * rows[:, None]).amax(dim=1).to(torch.int64) - 1
-    return torch.where(last >= 0, last, matches)
+        out = torch.where(claims.any(dim=1), best, matches)
+    else:
+        rows = torch.arange(1, m + 1, dtype=torch.int32, device=q.device)
+        last = (claims.to(torch.int32) * rows[:, None]).amax(dim=1).to(torch.int64) - 1
+        out = torch.where(last >= 0, last, matches)
+    return out.masked_fill_(unknown, IGNORE)
 
 
 class Matcher:
@@ -824,7 +846,8 @@ def _iou_into(a: Tensor, b: Tensor, ws: _Workspace, shape: tuple[int, ...]) -> T
 
 
 def _thresholds(vmax: Tensor, arg: Tensor, high: float, low: float) -> Tensor:
-    code = torch.where(vmax >= low, IGNORE, BACKGROUND)
+    # NaN (not produced by _iou_pairs on checked boxes; kept safe) -> IGNORE
+    code = torch.where((vmax >= low) | vmax.isnan(), IGNORE, BACKGROUND)
     return torch.where(vmax >= high, arg, code)
 
 

@@ -94,7 +94,7 @@ def ohem_sample(
             ``BACKGROUND`` (-1), ``IGNORE`` (-2), as
             :func:`~focal_detect.matching.assign_anchors` returns them.
         batch_size_per_image: :math:`S`, anchors chosen per image at most (the paper
-            tried 128, 256 and 512).
+            tried 128, 256 and 512); any int ``>= 1``, ``S >= 2N`` selects as ``2N`` does.
         positive_fraction: :math:`f` in ``[0, 1]``, or ``None`` for no constraint.
         boxes: Optional boxes ``(B, N, 4)`` or ``(N, 4)`` in ``(x1, y1, x2, y2)`` for
             the NMS step (anchors or decoded predictions).
@@ -166,14 +166,17 @@ def ohem_sample(
         survived[flat[kept]] = True
         candidate = candidate & survived.view(b, n)
 
+    # A budget of 2N per image or more selects the same anchors as 2N (each of the
+    # fg/bg counts is at most N): cap it so that huge ints (>= 2**63) stay exact.
+    size = min(batch_size_per_image, 2 * n)
     if frac is None:
-        return _finish(_top(scores, candidate, batch_size_per_image), squeeze)
+        return _finish(_top(scores, candidate, size), squeeze)
 
     fg = candidate & (labels >= 0)
     bg = candidate & (labels == BACKGROUND)
-    max_fg = int(frac * batch_size_per_image)
+    max_fg = min(int(frac * batch_size_per_image), n)
     num_fg = fg.sum(dim=1).clamp(max=max_fg)  # (B,)
-    num_bg = (batch_size_per_image - num_fg)[:, None]
+    num_bg = (size - num_fg)[:, None]
     chosen_fg = _top(scores, fg, num_fg[:, None])
     chosen_bg = _top(scores, bg, num_bg)
     return _finish(chosen_fg | chosen_bg, squeeze)

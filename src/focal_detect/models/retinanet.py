@@ -1054,6 +1054,7 @@ class RetinaNet(nn.Module):
                 gamma=cfg.focal_star_gamma,
                 beta=cfg.focal_star_beta,
                 alpha=cfg.focal_alpha,
+                check_targets=False,  # a one-hot target, in {0, 1} by construction
             ).sum(-1)
             factor = keep.to(per.dtype) if weights is None else keep.to(per.dtype) * weights.to(per.dtype)
             return (per * factor).sum()
