@@ -82,29 +82,16 @@ def cases() -> list[dict]:
     return out
 
 
-def slim_resnet50(width: int) -> nn.Module:
-    """torchvision's ResNet-50 with every stage's width scaled by ``width / 64``."""
-    from torchvision.models.resnet import Bottleneck, ResNet
-
-    class SlimResNet(ResNet):
-        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # type: ignore[no-untyped-def]
-            if planes == 64:
-                self.inplanes = width
-            return super()._make_layer(block, planes * width // 64, blocks, stride, dilate)
-
-    net = SlimResNet(Bottleneck, [3, 4, 6, 3])
-    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-    net.bn1 = nn.BatchNorm2d(width)
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return net
-
-
 def main() -> None:
     import torchvision
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.retinanet import RetinaNet
     from torchvision.models.resnet import Bottleneck
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    # The same slim trunk as the first golden (that script imports torchvision at the top,
+    # so it is imported here, not where the tests import this file's torch-only helpers).
+    from make_retinanet_golden import slim_resnet50
 
     torch.manual_seed(0)
     trunk = slim_resnet50(WIDTH)
