@@ -120,7 +120,7 @@ def encode_boxes(
         ValueError: Bad or non-broadcastable shapes, a different number of boxes
             ``N`` in ``boxes`` and ``anchors`` (only batch dimensions broadcast), bad
             weights, or an inverted box (``x2 < x1`` or ``y2 < y1``; checking it reads
-            two flags from the device).
+            two flags from the device in one synchronisation).
 
     Example:
         >>> anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
@@ -142,8 +142,10 @@ def encode_boxes(
     gt_h = by2 - by1
     if not b.is_meta and not a.is_meta:
         # An inverted box (x2 < x1 or y2 < y1) would give log of a negative: NaN.
-        bad_box = bool(((gt_w < 0) | (gt_h < 0)).any())  # one synchronisation each
-        if bad_box or bool(((ex_w < 0) | (ex_h < 0)).any()):
+        bad_box, bad_anchor = torch.stack(  # both flags in one synchronisation
+            (((gt_w < 0) | (gt_h < 0)).any(), ((ex_w < 0) | (ex_h < 0)).any())
+        ).tolist()
+        if bad_box or bad_anchor:
             name = "boxes" if bad_box else "anchors"
             raise ValueError(
                 f"{fn}: {name} must have x1 <= x2 and y1 <= y2, got an inverted box"
