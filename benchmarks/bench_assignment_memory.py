@@ -54,8 +54,14 @@ print(json.dumps({"n": len(anchors), "extra": after - before, "fg": int(out.fore
 
 def run_once(path: str, budget: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", SCRIPT, path, str(budget)], capture_output=True, text=True, check=False,
-                         env=env, timeout=1800)
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, path, str(budget)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=1800,
+    )
     if res.returncode:
         raise SystemExit(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -82,9 +88,11 @@ def main() -> int:
             print(f"  {path:8s} run {len(peaks):2d}: +{peaks[-1]:7.1f} MiB (fg {data['fg']})", flush=True)
         worst = max(peaks)
         ok &= worst <= args.budget_mib
-        print(f"{path:8s} peak RSS growth, {args.runs} fresh processes (MiB): "
-              + " ".join(f"{p:.0f}" for p in peaks)
-              + f"; max {worst:.0f} of the {args.budget_mib} MiB budget -> {'OK' if worst <= args.budget_mib else 'OVER'}")
+        print(
+            f"{path:8s} peak RSS growth, {args.runs} fresh processes (MiB): "
+            + " ".join(f"{p:.0f}" for p in peaks)
+            + f"; max {worst:.0f} of the {args.budget_mib} MiB budget -> {'OK' if worst <= args.budget_mib else 'OVER'}"
+        )
     return 0 if ok else 1
 
 

@@ -61,7 +61,9 @@ def main() -> None:
     torch.manual_seed(0)
     demo = RetinaNet(RetinaNetConfig(num_classes=5, **DEMO_MODEL)).train()
     paper_head = RetinaNet(
-        RetinaNetConfig(num_classes=5, **{**DEMO_MODEL, "fpn_channels": 256, "head_channels": 256, "head_convs": 4})
+        RetinaNetConfig(
+            num_classes=5, **{**DEMO_MODEL, "fpn_channels": 256, "head_channels": 256, "head_convs": 4}
+        )
     ).train()
 
     def step(model: torch.nn.Module, amp: bool) -> Callable[[], None]:
@@ -86,8 +88,12 @@ def main() -> None:
     for k, v in res.items():
         print(f"  {k:<22} {v:8.1f} ms")
     print(f"bf16 autocast speed-up:            {res['demo step fp32'] / res['demo step bf16']:.2f}x")
-    print(f"slim head vs paper head (bf16):    {res['paper-head step bf16'] / res['demo step bf16']:.2f}x faster")
-    print(f"rendering share of a bf16 step:    {res['render batch'] / (res['render batch'] + res['demo step bf16']):.1%}")
+    print(
+        f"slim head vs paper head (bf16):    {res['paper-head step bf16'] / res['demo step bf16']:.2f}x faster"
+    )
+    print(
+        f"rendering share of a bf16 step:    {res['render batch'] / (res['render batch'] + res['demo step bf16']):.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ def main() -> None:
             ratio = statistics.median(x / y for x, y in zip(a, b))
             rows.append((name, threads, statistics.median(a), statistics.median(b), ratio, n, ok, export_s))
     print(f"\n{args.batch} x {args.size}x{args.size}, {args.repeat} reps (medians, ms)")
-    print(f"{'model':6} {'thr':>3} {'eager':>9} {'onnxrt':>9} {'eager/ort':>9} {'dets':>5} {'same':>5} {'export s':>8}")
+    print(
+        f"{'model':6} {'thr':>3} {'eager':>9} {'onnxrt':>9} {'eager/ort':>9} {'dets':>5} {'same':>5} {'export s':>8}"
+    )
     for name, t, e, o, r, n, ok, ex in rows:
         print(f"{name:6} {t:3d} {e:9.1f} {o:9.1f} {r:9.2f} {n:5d} {ok!s:>5} {ex:8.1f}")
     print("uptime:", subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip())

@@ -256,20 +256,35 @@ def main() -> None:
         tv = "not installed"
     malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     print(f"python {sys.executable}")
-    print(f"torch {torch.__version__}, torchvision {tv}, threads {torch.get_num_threads()}, "
-          f"MALLOC env {malloc or '(glibc defaults)'} - identical for every variant")
-    print(f"logits ({ANCHORS}, {CLASSES}) float32, ~{POS_RATE:g} positives, reduction='sum', "
-          f"forward+backward, median of {args.reps} after {args.warmup} warm-up; one subprocess per variant")
+    print(
+        f"torch {torch.__version__}, torchvision {tv}, threads {torch.get_num_threads()}, "
+        f"MALLOC env {malloc or '(glibc defaults)'} - identical for every variant"
+    )
+    print(
+        f"logits ({ANCHORS}, {CLASSES}) float32, ~{POS_RATE:g} positives, reduction='sum', "
+        f"forward+backward, median of {args.reps} after {args.warmup} warm-up; one subprocess per variant"
+    )
     bw = copy_bandwidth()
     n = ANCHORS * CLASSES
     bound_dense = 3 * 4 * n / bw  # read logits + targets, write grad
     bound_labels = 2 * 4 * n / bw  # read logits, write grad
-    print(f"copy bandwidth {bw / 1e9:.1f} GB/s -> bandwidth bound {bound_dense * 1e3:.1f} ms (dense), "
-          f"{bound_labels * 1e3:.1f} ms (labels)")
+    print(
+        f"copy bandwidth {bw / 1e9:.1f} GB/s -> bandwidth bound {bound_dense * 1e3:.1f} ms (dense), "
+        f"{bound_labels * 1e3:.1f} ms (labels)"
+    )
     variants = args.variants or [v for v in VARIANTS if v != "ours-compiled" or args.compile]
     results = {}
     for v in variants:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", v, "--warmup", str(args.warmup), "--reps", str(args.reps)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            v,
+            "--warmup",
+            str(args.warmup),
+            "--reps",
+            str(args.reps),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if proc.returncode != 0:
             print(f"{v}: failed\n{proc.stderr[-2000:]}")
@@ -279,8 +294,10 @@ def main() -> None:
     if ref is not None and "skipped" in ref:
         ref = None
     print()
-    print("| variant | median ms | min ms | CPU ms (all threads) | peak extra MB (steady / first call) | x faster than "
-          "torchvision (wall / CPU) | % of torchvision memory (steady / first) | x bandwidth bound | loss |")
+    print(
+        "| variant | median ms | min ms | CPU ms (all threads) | peak extra MB (steady / first call) | x faster than "
+        "torchvision (wall / CPU) | % of torchvision memory (steady / first) | x bandwidth bound | loss |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for v, r in results.items():
         if "skipped" in r:
@@ -295,8 +312,10 @@ def main() -> None:
         )
         star = "" if r["peak_exact"] else "*"
         extra = f" (compile {r['compile_s']:.1f} s)" if "compile_s" in r else ""
-        print(f"| {v}{extra} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['cpu_ms']:.1f} | {r['peak_extra_mb']:.0f}{star} / {r['first_call_mb']:.0f} | {speed} | {mem} | "
-              f"{r['median_ms'] / 1e3 / bound:.1f} | {r['loss']:.6g} |")
+        print(
+            f"| {v}{extra} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['cpu_ms']:.1f} | {r['peak_extra_mb']:.0f}{star} / {r['first_call_mb']:.0f} | {speed} | {mem} | "
+            f"{r['median_ms'] / 1e3 / bound:.1f} | {r['loss']:.6g} |"
+        )
     base = results.get("formula")
     if base is not None and "skipped" not in base:
         print("\nAgreement with the formula variant (relative difference of the loss / of sum |grad|):")
@@ -305,10 +324,16 @@ def main() -> None:
                 continue
             dl = abs(r["loss"] - base["loss"]) / abs(base["loss"])
             dg = abs(r["grad_abs_sum"] - base["grad_abs_sum"]) / base["grad_abs_sum"]
-            print(f"  {v}: {dl:.1e} / {dg:.1e} {'(equal to float32 rounding)' if max(dl, dg) < 1e-4 else '(DIFFERENT)'}")
-    print("\nThe labels variant uses its own labels (same positive rate, 1 % ignored anchors), so its loss differs.")
-    print("CPU ms = process CPU time (user + system, all threads) per call: less sensitive than wall time to other "
-          "load on a shared machine, but it counts spinning threads too.")
+            print(
+                f"  {v}: {dl:.1e} / {dg:.1e} {'(equal to float32 rounding)' if max(dl, dg) < 1e-4 else '(DIFFERENT)'}"
+            )
+    print(
+        "\nThe labels variant uses its own labels (same positive rate, 1 % ignored anchors), so its loss differs."
+    )
+    print(
+        "CPU ms = process CPU time (user + system, all threads) per call: less sensitive than wall time to other "
+        "load on a shared machine, but it counts spinning threads too."
+    )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,10 @@ def memory_child(name: str, m: int) -> None:
 def measure_memory(name: str, m: int) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--memory-child", name, str(m)],
-        check=True, capture_output=True, text=True, env=dict(os.environ),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["extra"] / 2**20
 
@@ -126,8 +129,10 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, "
-          f"feature sizes {FEATURE_SIZES}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH}, "
+        f"feature sizes {FEATURE_SIZES}"
+    )
     for m in args.boxes:
         anchors, levels, gt, labels = build(m)
         runs = variants(anchors, levels, gt, labels)
@@ -139,8 +144,10 @@ def main() -> None:
         assert torch.equal(fast.matched_gt, loop)
         if "torchvision loop" in runs:
             assert torch.equal(torch.stack(runs["torchvision loop"]()), loop)
-        print(f"\n{len(anchors)} anchors, {m} boxes/image; "
-              f"{int(fast.foreground.sum())} foreground anchors in the batch")
+        print(
+            f"\n{len(anchors)} anchors, {m} boxes/image; "
+            f"{int(fast.foreground.sum())} foreground anchors in the batch"
+        )
         times = {}
         for name, fn in runs.items():
             reps = args.repeats if not name.endswith("loop") or m < 50 else max(3, args.repeats // 2)

@@ -66,11 +66,11 @@ def run(n: int, num_classes: int, repeat: int, thr: float = 0.5) -> None:
     if num_classes == 1:
         label = f"nms {n} boxes"
         ours_fn = lambda: nms(boxes, scores, thr)  # noqa: E731
-        ref_fn = (lambda: torchvision.ops.nms(boxes, scores, thr)) if torchvision else None  # noqa: E731
+        ref_fn = (lambda: torchvision.ops.nms(boxes, scores, thr)) if torchvision else None
     else:
         label = f"batched_nms {n} boxes x {num_classes} classes"
         ours_fn = lambda: batched_nms(boxes, scores, idxs, thr)  # noqa: E731
-        ref_fn = (  # noqa: E731
+        ref_fn = (
             (lambda: torchvision.ops.batched_nms(boxes, scores, idxs, thr)) if torchvision else None
         )
     if ref_fn is None:
@@ -98,8 +98,10 @@ def main() -> None:
     args = p.parse_args()
     for threads in (int(x) for x in args.threads.split(",")):
         torch.set_num_threads(threads)
-        print(f"torch {torch.__version__}, torchvision "
-              f"{getattr(torchvision, '__version__', 'not installed')}, threads {threads}")
+        print(
+            f"torch {torch.__version__}, torchvision "
+            f"{getattr(torchvision, '__version__', 'not installed')}, threads {threads}"
+        )
         run(5000, 80, args.repeat)  # the target case: within 1.5x of torchvision
         if args.quick:
             continue

@@ -116,17 +116,22 @@ def check(tv, ours, images, targets) -> str:
     n = [int(d["boxes"].shape[0]) for d in d_tv]
     same_n = [int(a["boxes"].shape[0]) == int(b["boxes"].shape[0]) for a, b in zip(d_us, d_tv)]
     box = max(
-        float((a["boxes"] - b["boxes"]).abs().max()) if a["boxes"].numel() and a["boxes"].shape == b["boxes"].shape
+        float((a["boxes"] - b["boxes"]).abs().max())
+        if a["boxes"].numel() and a["boxes"].shape == b["boxes"].shape
         else float("nan")
         for a, b in zip(d_us, d_tv)
     )
     tv.train(), ours.train()
     l_tv = tv([im.clone() for im in images], targets)
     l_us = ours([im.clone() for im in images], targets)
-    loss = {k: abs(float(l_us[k].detach()) - float(l_tv[k].detach())) / max(1e-12, abs(float(l_tv[k].detach())))
-            for k in l_tv}
-    return (f"detections/image {n}, counts equal {same_n}, max |box diff| {box:.2e}; "
-            f"loss rel. diff { {k: f'{v:.1e}' for k, v in loss.items()} }")
+    loss = {
+        k: abs(float(l_us[k].detach()) - float(l_tv[k].detach())) / max(1e-12, abs(float(l_tv[k].detach())))
+        for k in l_tv
+    }
+    return (
+        f"detections/image {n}, counts equal {same_n}, max |box diff| {box:.2e}; "
+        f"loss rel. diff { {k: f'{v:.1e}' for k, v in loss.items()} }"
+    )
 
 
 PARTS = ("step", "split", "infer", "post")
@@ -150,6 +155,7 @@ def bench(
             losses = model(images, targets)
             sum(losses.values()).backward()
             opt.step()
+
         return run
 
     if "step" in parts:
@@ -202,9 +208,7 @@ def bench(
     tv.eval(), ours.eval()
     with torch.no_grad():
         if "infer" in parts:
-            rows["inference (eval forward)"] = interleaved(
-                lambda: ours(images), lambda: tv(images), repeat
-            )
+            rows["inference (eval forward)"] = interleaved(lambda: ours(images), lambda: tv(images), repeat)
         cls_l, box_l = ours.head.forward_levels(f_us)
         h_tv = tv.head(f_tv)
         anchors_tv = tv.anchor_generator(image_list, f_tv)
@@ -217,7 +221,9 @@ def bench(
         passing = int((torch.cat(cls_l, 1).sigmoid() > 0.05).sum())
 
         def post_us():
-            return ours.postprocess(cls_l, box_l, sizes_us, [(size, size)] * batch, original, padded_size=padded_us)
+            return ours.postprocess(
+                cls_l, box_l, sizes_us, [(size, size)] * batch, original, padded_size=padded_us
+            )
 
         def post_tv():
             dets = tv.postprocess_detections(split_tv, split_anchors, image_list.image_sizes)
@@ -238,8 +244,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", type=int, default=1)
     p.add_argument("--check-only", action="store_true", help="only the R50 interop check")
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                   help="what to time: step (train step), split (its parts), infer, post")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to time: step (train step), split (its parts), infer, post",
+    )
     p.add_argument("--skip-check", action="store_true", help="skip the R50 interop check")
     p.add_argument("--cpu-time", action="store_true", help="measure process CPU time, not wall time")
     args = p.parse_args()
@@ -249,9 +260,11 @@ def main() -> None:
     if torchvision is None:
         raise SystemExit("bench_retinanet.py needs torchvision (use ~/peer-venv/bin/python)")
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"{args.threads} threads, {args.size}x{args.size}, channels_last={bool(args.channels_last)}, "
-          f"clock={'process CPU time' if args.cpu_time else 'wall'}")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"{args.threads} threads, {args.size}x{args.size}, channels_last={bool(args.channels_last)}, "
+        f"clock={'process CPU time' if args.cpu_time else 'wall'}"
+    )
 
     if not args.skip_check:
         # Exactness is checked in the default (contiguous) layout, where the two models run
@@ -266,7 +279,7 @@ def main() -> None:
     if args.check_only:
         return
 
-    print(f"\n| batch | measurement | focal-detect ms | torchvision ms | speed-up |")
+    print("\n| batch | measurement | focal-detect ms | torchvision ms | speed-up |")
     print("|---|---|---|---|---|")
     for b in args.batch:
         rows = bench(b, args.size, args.repeat, bool(args.channels_last), tuple(args.parts))

@@ -121,11 +121,13 @@ class Canvas:
             self.mask[..., py : py + h, px : px + w] = 1
 
     def pack(self, feats: Sequence[Tensor]) -> Tensor:
-        (h0, w0), col = self.sizes[0], self.width - self.sizes[0][1] - 1
+        (h0, _w0), col = self.sizes[0], self.width - self.sizes[0][1] - 1
         left = F.pad(feats[0], (0, 1, 0, self.height - h0))
         right = torch.cat([F.pad(f, (0, col - f.shape[-1], 0, 1)) for f in feats[1:]], 2)
-        right = right[:, :, : self.height] if right.shape[2] >= self.height else F.pad(
-            right, (0, 0, 0, self.height - right.shape[2])
+        right = (
+            right[:, :, : self.height]
+            if right.shape[2] >= self.height
+            else F.pad(right, (0, 0, 0, self.height - right.shape[2]))
         )
         return torch.cat([left, right], 3)
 
@@ -185,8 +187,9 @@ def check(head: RetinaNetHead, feats: Sequence[Tensor], names: Sequence[str]) ->
     def grads(fn):
         fs = [f.clone().requires_grad_() for f in feats]
         cls, box = fn(head, fs)
-        g = torch.autograd.grad([cls, box], fs + list(head.parameters()),
-                                [torch.ones_like(cls), torch.ones_like(box)])
+        g = torch.autograd.grad(
+            [cls, box], fs + list(head.parameters()), [torch.ones_like(cls), torch.ones_like(box)]
+        )
         return [cls.detach(), box.detach(), *g]
 
     ref = grads(plain)
@@ -237,8 +240,10 @@ def main() -> None:
             fn()
             times[n].append((clock() - t0) * 1e3)
     base = statistics.median(times["plain"])
-    print(f"\nheads forward + backward, {args.size}², batch {args.batch}, {args.threads} thread(s), "
-          f"{'process CPU' if args.cpu_time else 'wall'} time, median of {args.repeat}")
+    print(
+        f"\nheads forward + backward, {args.size}², batch {args.batch}, {args.threads} thread(s), "
+        f"{'process CPU' if args.cpu_time else 'wall'} time, median of {args.repeat}"
+    )
     print("| variant | ms | min ms | speed-up vs plain |\n|---|---|---|---|")
     for n in names:
         med = statistics.median(times[n])

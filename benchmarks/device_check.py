@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 
-
 _ON_CUDA = True  # False for the ``--device cpu`` dry run of the script itself
 
 
@@ -141,8 +140,16 @@ def check_focal(device: torch.device, repeat: int, rows: list) -> bool:
             ok &= good or name == "reference"
             ms = cuda_ms(step, repeat)
             mb = peak_mb(step)
-            rows.append((f"focal {dtype_name}", name, f"{ms:.2f} ms", f"{mb:.0f} MB",
-                         f"loss {val_err:.1e}, grad {grad_err:.1e}", "ok" if good else "FAIL"))
+            rows.append(
+                (
+                    f"focal {dtype_name}",
+                    name,
+                    f"{ms:.2f} ms",
+                    f"{mb:.0f} MB",
+                    f"loss {val_err:.1e}, grad {grad_err:.1e}",
+                    "ok" if good else "FAIL",
+                )
+            )
     return ok
 
 
@@ -167,6 +174,7 @@ def check_assignment(device: torch.device, repeat: int, rows: list) -> bool:
         win = assign_anchors(anchors, gt, lab, levels=levels)
         same = bool((dense.labels == win.labels).all()) and bool((dense.matched_gt == win.matched_gt).all())
         ok &= same
+
         def windowed(gt=gt, lab=lab):
             return assign_anchors(anchors, gt, lab, levels=levels)
 
@@ -174,8 +182,16 @@ def check_assignment(device: torch.device, repeat: int, rows: list) -> bool:
             return assign_anchors(anchors, gt, lab)
 
         ms_w, ms_d, mb = cuda_ms(windowed, repeat), cuda_ms(dense_path, repeat), peak_mb(windowed)
-        rows.append((f"assign B=16 M={m}", "windowed", f"{ms_w:.2f} ms", f"{mb:.0f} MB",
-                     f"dense {ms_d:.2f} ms; equal: {same}", "ok" if same else "FAIL"))
+        rows.append(
+            (
+                f"assign B=16 M={m}",
+                "windowed",
+                f"{ms_w:.2f} ms",
+                f"{mb:.0f} MB",
+                f"dense {ms_d:.2f} ms; equal: {same}",
+                "ok" if same else "FAIL",
+            )
+        )
     return ok
 
 
@@ -196,14 +212,25 @@ def check_nms(device: torch.device, repeat: int, rows: list) -> bool:
         ref, ref_name = tv_nms(boxes, scores, idxs, 0.5), "torchvision"
         ms_ref = cuda_ms(lambda: tv_nms(boxes, scores, idxs, 0.5), repeat)
     except ImportError:
-        ref, ref_name = batched_nms(boxes.cpu().double(), scores.cpu().double(), idxs.cpu(), 0.5), "cpu float64"
+        ref, ref_name = (
+            batched_nms(boxes.cpu().double(), scores.cpu().double(), idxs.cpu(), 0.5),
+            "cpu float64",
+        )
         ms_ref = float("nan")
     # Kept set and score order (equal scores may be ordered differently by the peer).
     same = torch.equal(ours.sort().values.cpu(), ref.sort().values.cpu())
     ms = cuda_ms(lambda: batched_nms(boxes, scores, idxs, 0.5), repeat)
     mb = peak_mb(lambda: batched_nms(boxes, scores, idxs, 0.5))
-    rows.append(("batched NMS 5000x80", "ours", f"{ms:.2f} ms", f"{mb:.0f} MB",
-                 f"{ref_name} {ms_ref:.2f} ms; same kept set: {same}", "ok" if same else "FAIL"))
+    rows.append(
+        (
+            "batched NMS 5000x80",
+            "ours",
+            f"{ms:.2f} ms",
+            f"{mb:.0f} MB",
+            f"{ref_name} {ms_ref:.2f} ms; same kept set: {same}",
+            "ok" if same else "FAIL",
+        )
+    )
     return same
 
 
@@ -215,8 +242,10 @@ def check_train_step(device: torch.device, repeat: int, rows: list) -> bool:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     images = torch.rand(2, 3, 512, 512, device=device)
     targets = [
-        {"boxes": torch.tensor([[40.0, 60.0, 200.0, 220.0], [300.0, 100.0, 480.0, 400.0]], device=device),
-         "labels": torch.tensor([3, 17], device=device)}
+        {
+            "boxes": torch.tensor([[40.0, 60.0, 200.0, 220.0], [300.0, 100.0, 480.0, 400.0]], device=device),
+            "labels": torch.tensor([3, 17], device=device),
+        }
         for _ in range(2)
     ]
     last: dict[str, torch.Tensor] = {}
@@ -233,8 +262,16 @@ def check_train_step(device: torch.device, repeat: int, rows: list) -> bool:
     ms = cuda_ms(step, max(3, repeat // 4))
     mb = peak_mb(step)
     finite = all(bool(torch.isfinite(v)) for v in last.values())
-    rows.append(("R50-FPN train step", "bf16 autocast", f"{ms:.1f} ms", f"{mb:.0f} MB",
-                 f"B=2, 512^2; losses finite: {finite}", "ok" if finite else "FAIL"))
+    rows.append(
+        (
+            "R50-FPN train step",
+            "bf16 autocast",
+            f"{ms:.1f} ms",
+            f"{mb:.0f} MB",
+            f"B=2, 512^2; losses finite: {finite}",
+            "ok" if finite else "FAIL",
+        )
+    )
     return finite
 
 
@@ -245,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("device_check: no CUDA device available (torch.cuda.is_available() is False); nothing to check.")
+        print(
+            "device_check: no CUDA device available (torch.cuda.is_available() is False); nothing to check."
+        )
         return 0
     global _ON_CUDA
     _ON_CUDA = device.type == "cuda"
@@ -256,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     for check in (check_focal, check_assignment, check_nms, check_train_step):
         try:
             ok &= check(device, args.repeat, rows)
-        except Exception as e:  # noqa: BLE001 (report and go on: one table with everything)
+        except Exception as e:
             rows.append((check.__name__, "error", "-", "-", f"{type(e).__name__}: {e}"[:90], "FAIL"))
             ok = False
     head = ("case", "variant", "time", "peak", "check", "")

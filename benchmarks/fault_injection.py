@@ -49,13 +49,25 @@ class Net(nn.Module):
         return {"classification": ((x - self.w) ** 2).sum() + (self.big**2).mean() * (1 + n)}
 
 
-DATA = [(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)), {"boxes": torch.zeros(i % 3, 4)})
-        for i in range(10)]
+DATA = [
+    (torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)), {"boxes": torch.zeros(i % 3, 4)})
+    for i in range(10)
+]
 
 
 def config(out: str, **kw) -> TrainConfig:
-    base = dict(iterations=60, batch_size=2, lr=0.05, warmup_iters=5, progress=False, output_dir=out,
-                log_every=1, checkpoint_every=1, seed=3, resume="auto")
+    base = dict(
+        iterations=60,
+        batch_size=2,
+        lr=0.05,
+        warmup_iters=5,
+        progress=False,
+        output_dir=out,
+        log_every=1,
+        checkpoint_every=1,
+        seed=3,
+        resume="auto",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -131,7 +143,9 @@ def kills(chains: int, n_kills: int) -> bool:
         got = torch.load(os.path.join(d, "final_weights.pt"), weights_only=True)
         same = all(torch.equal(expected[k], got[k]) for k in expected)
         left = [f for f in os.listdir(d) if f.endswith(".tmp")]
-        print(f"chain {chain}: {done} SIGKILLs, resumed rc={rc}, temp files left {left}, bit-identical: {same}")
+        print(
+            f"chain {chain}: {done} SIGKILLs, resumed rc={rc}, temp files left {left}, bit-identical: {same}"
+        )
         ok &= same and rc == 0 and not left
     shutil.rmtree(root, ignore_errors=True)
     return ok

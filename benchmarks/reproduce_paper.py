@@ -68,7 +68,9 @@ class Spec:
     cdf: bool = False  # compute Figure 4 on this run's model
 
 
-def _spec(name: str, optimizer: str = "demo", steps_factor: float = 1.0, cdf: bool = False, **model: Any) -> Spec:
+def _spec(
+    name: str, optimizer: str = "demo", steps_factor: float = 1.0, cdf: bool = False, **model: Any
+) -> Spec:
     return Spec(name, tuple(sorted(model.items())), optimizer, steps_factor, cdf)
 
 
@@ -100,8 +102,12 @@ SPECS: dict[str, Spec] = {
             ohem_nms_thresh=0.5,
             **CE,
         ),
-        _spec("flstar_g2_b1", cls_loss="focal_star", focal_star_gamma=2.0, focal_star_beta=1.0, focal_alpha=None),
-        _spec("flstar_g4_b0", cls_loss="focal_star", focal_star_gamma=4.0, focal_star_beta=0.0, focal_alpha=None),
+        _spec(
+            "flstar_g2_b1", cls_loss="focal_star", focal_star_gamma=2.0, focal_star_beta=1.0, focal_alpha=None
+        ),
+        _spec(
+            "flstar_g4_b0", cls_loss="focal_star", focal_star_gamma=4.0, focal_star_beta=0.0, focal_alpha=None
+        ),
     ]
 }
 
@@ -153,12 +159,18 @@ SMOKE = dict(
 # ----------------------------------------------------------------------------- data
 
 
-def _render(num: int, size: int, seed: int, cache_dir: str | None = None) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def _render(
+    num: int, size: int, seed: int, cache_dir: str | None = None
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """The training images as one uint8 tensor plus targets (rendering is ~15-100 ms per
     image on a busy CPU, so the result is cached in ``cache_dir`` when given)."""
     from focal_detect.data import SyntheticShapes
 
-    path = None if cache_dir is None else os.path.join(cache_dir, f"focal_detect_shapes_{num}x{size}_seed{seed}.pt")
+    path = (
+        None
+        if cache_dir is None
+        else os.path.join(cache_dir, f"focal_detect_shapes_{num}x{size}_seed{seed}.pt")
+    )
     if path is not None and os.path.isfile(path):
         data = torch.load(path, weights_only=True)
         return data["images"], data["targets"]
@@ -262,7 +274,12 @@ def run_one(spec: Spec, settings: Settings, seed: int) -> dict[str, Any]:
         opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         base_lr, clip = settings.lr, settings.clip_grad_norm
     gen = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(targets), generator=gen) for _ in range(1 + steps * settings.batch_size // len(targets))])
+    order = torch.cat(
+        [
+            torch.randperm(len(targets), generator=gen)
+            for _ in range(1 + steps * settings.batch_size // len(targets))
+        ]
+    )
     history: list[list[float]] = []  # per step: [classification, box]
     nan_step = None
     for step in range(steps):
@@ -284,8 +301,11 @@ def run_one(spec: Spec, settings: Settings, seed: int) -> dict[str, Any]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         if settings.log_every and (step + 1) % settings.log_every == 0:
-            print(f"    {spec.name} seed {seed}: step {step + 1}/{steps}, cls {cls:.3f}, box {box:.3f}, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"    {spec.name} seed {seed}: step {step + 1}/{steps}, cls {cls:.3f}, box {box:.3f}, "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
     t_train = time.perf_counter() - t0
     params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     record: dict[str, Any] = {
@@ -297,7 +317,10 @@ def run_one(spec: Spec, settings: Settings, seed: int) -> dict[str, Any]:
         "steps_done": len(history),
         "nan_step": nan_step,
         "first_losses": [[round(c, 4), round(b, 4)] for c, b in history[:10]],
-        "loss_curve": [[i, round(history[i][0], 4), round(history[i][1], 4)] for i in range(0, len(history), max(1, len(history) // 30))],
+        "loss_curve": [
+            [i, round(history[i][0], 4), round(history[i][1], 4)]
+            for i in range(0, len(history), max(1, len(history) // 30))
+        ],
         "final_cls_loss": round(sum(h[0] for h in history[-20:]) / max(1, len(history[-20:])), 4),
         "train_seconds": round(t_train, 1),
     }
@@ -375,15 +398,22 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         if "ce_prior" in by and "ce_no_prior" in by:
             no = by["ce_no_prior"]
             checks["sec51_no_prior_diverges"] = any(r["nan_step"] is not None for r in no)
-            checks["sec51_no_prior_first_loss_much_higher"] = (
-                min(r["first_losses"][0][0] for r in no) > 10 * max(r["first_losses"][0][0] for r in by["ce_prior"])
-            )
+            checks["sec51_no_prior_first_loss_much_higher"] = min(
+                r["first_losses"][0][0] for r in no
+            ) > 10 * max(r["first_losses"][0][0] for r in by["ce_prior"])
             m_no, m_yes = ap("ce_no_prior")[0], ap("ce_prior")[0]
             checks["sec51_prior_gives_higher_AP"] = None if None in (m_no, m_yes) else m_yes > m_no
 
     def table(key: str, names: list[str], paper: list[float], labels: list[str]) -> None:
         rows = [
-            {"setting": lab, "run": n, "paper_AP": p, "AP": ap(n), "AP50": ap50(n), "seeds": len(by.get(n, []))}
+            {
+                "setting": lab,
+                "run": n,
+                "paper_AP": p,
+                "AP": ap(n),
+                "AP50": ap50(n),
+                "seeds": len(by.get(n, [])),
+            }
             for n, p, lab in zip(names, paper, labels)
             if n in by
         ]
@@ -391,11 +421,31 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             tables[key] = rows
 
     alphas = (0.25, 0.5, 0.75, 0.9, 0.99)
-    table("table1a", EXPERIMENTS["table1a"], [PAPER["table1a"][a] for a in alphas], [f"alpha={a:g}" for a in alphas])
+    table(
+        "table1a",
+        EXPERIMENTS["table1a"],
+        [PAPER["table1a"][a] for a in alphas],
+        [f"alpha={a:g}" for a in alphas],
+    )
     gas = list(PAPER["table1b"])
-    table("table1b", EXPERIMENTS["table1b"], [PAPER["table1b"][k] for k in gas], [f"gamma={g:g}, alpha={a:g}" for g, a in gas])
-    table("table1d", EXPERIMENTS["table1d"], [PAPER["table1d"]["ohem"], PAPER["table1d"]["fl"]], ["OHEM 1:3, batch 128, NMS .5 (CE)", "FL gamma=2, alpha=.25"])
-    table("appendixA", EXPERIMENTS["appendixA"], [None, None, 34.0], ["FL* gamma=2, beta=1", "FL* gamma=4, beta=0", "FL gamma=2, alpha=.25"])
+    table(
+        "table1b",
+        EXPERIMENTS["table1b"],
+        [PAPER["table1b"][k] for k in gas],
+        [f"gamma={g:g}, alpha={a:g}" for g, a in gas],
+    )
+    table(
+        "table1d",
+        EXPERIMENTS["table1d"],
+        [PAPER["table1d"]["ohem"], PAPER["table1d"]["fl"]],
+        ["OHEM 1:3, batch 128, NMS .5 (CE)", "FL gamma=2, alpha=.25"],
+    )
+    table(
+        "appendixA",
+        EXPERIMENTS["appendixA"],
+        [None, None, 34.0],
+        ["FL* gamma=2, beta=1", "FL* gamma=4, beta=0", "FL gamma=2, alpha=.25"],
+    )
 
     def best(key: str) -> str | None:
         rows = [r for r in tables.get(key, []) if r["AP"][0] is not None]
@@ -424,7 +474,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             checks[f"{key}_best_paper"] = paper_best(key)
             checks[f"{key}_kendall_tau_vs_paper"] = kendall(key)
     if "table1a" in tables:
-        worst = min((r for r in tables["table1a"] if r["AP"][0] is not None), key=lambda r: r["AP"][0], default=None)
+        worst = min(
+            (r for r in tables["table1a"] if r["AP"][0] is not None), key=lambda r: r["AP"][0], default=None
+        )
         checks["table1a_alpha_0.25_worst"] = None if worst is None else worst["setting"] == "alpha=0.25"
     if "table1b" in tables and ap("fl_g2_a0.25")[0] is not None and ap("fl_g0_a0.75")[0] is not None:
         checks["table1b_FL_gamma2_beats_CE"] = ap("fl_g2_a0.25")[0] > ap("fl_g0_a0.75")[0]
@@ -441,12 +493,16 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 def print_tables(summary: dict[str, Any]) -> None:
     t = summary["tables"]
     if "sec51" in t:
-        print("\nSec. 5.1 - cross entropy with / without the prior bias init "
-              "(paper: without it CE diverges in the first iterations; with it 30.2 AP)")
+        print(
+            "\nSec. 5.1 - cross entropy with / without the prior bias init "
+            "(paper: without it CE diverges in the first iterations; with it 30.2 AP)"
+        )
         print(f"  {'run':<17} {'cls loss, steps 0-4 (per seed)':<44} {'NaN at':<8} {'final cls':<10} AP")
         for r in t["sec51"]:
             first = "; ".join(", ".join(f"{v:g}" for v in s) for s in r["first_cls_losses"])
-            print(f"  {r['run']:<17} {first:<44} {str(r['nan_step']):<8} {str(r['final_cls_loss']):<10} {_fmt(*r['AP'])}")
+            print(
+                f"  {r['run']:<17} {first:<44} {str(r['nan_step']):<8} {str(r['final_cls_loss']):<10} {_fmt(*r['AP'])}"
+            )
     titles = {
         "table1a": "Table 1a - alpha-balanced CE (gamma = 0)",
         "table1b": "Table 1b - focal loss (gamma, alpha)",
@@ -460,7 +516,9 @@ def print_tables(summary: dict[str, Any]) -> None:
         print(f"  {'setting':<36} {'paper AP':>8}   {'AP (ours)':>12}   {'AP50 (ours)':>12}  seeds")
         for r in t[key]:
             paper = "—" if r["paper_AP"] is None else f"{r['paper_AP']:.1f}"
-            print(f"  {r['setting']:<36} {paper:>8}   {_fmt(*r['AP']):>12}   {_fmt(*r['AP50']):>12}  {r['seeds']}")
+            print(
+                f"  {r['setting']:<36} {paper:>8}   {_fmt(*r['AP']):>12}   {_fmt(*r['AP50']):>12}  {r['seeds']}"
+            )
     print("\nOrdering checks (measured vs paper):")
     for k, v in summary["checks"].items():
         print(f"  {k}: {v}")
@@ -477,7 +535,9 @@ def plot_figure4(record: dict[str, Any], path: str) -> None:
         "num_positive": f4["num_positive"],
         "num_negative": f4["num_negative"],
     }
-    plot_focal_loss_cdf(res, path, title=f"Figure 4 in miniature: FL (γ=2, α=.25) model, seed {record['seed']}")
+    plot_focal_loss_cdf(
+        res, path, title=f"Figure 4 in miniature: FL (γ=2, α=.25) model, seed {record['seed']}"
+    )
 
 
 def figure4_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -513,23 +573,49 @@ def rst_tables(result: dict[str, Any]) -> str:
         for r in t["sec51"]:
             first = "; ".join(", ".join(f"{v:g}" for v in s) for s in r["first_cls_losses"])
             nan = ", ".join("none" if v is None else str(v) for v in r["nan_step"])
-            rows.append([f"``{r['run']}``", first, nan, ", ".join(f"{v:g}" for v in r["final_cls_loss"]), _fmt(*r["AP"])])
-        table("Sec. 5.1: cross entropy with and without the prior init",
-              ["run", "classification loss, steps 0-4", "NaN at step", "final cls. loss", "AP"], rows)
-    titles = {"table1a": "Table 1a: α-balanced CE (γ = 0)", "table1b": "Table 1b: focal loss",
-              "table1d": "Table 1d: OHEM vs FL", "appendixA": "Appendix A: FL* vs FL"}
+            rows.append(
+                [
+                    f"``{r['run']}``",
+                    first,
+                    nan,
+                    ", ".join(f"{v:g}" for v in r["final_cls_loss"]),
+                    _fmt(*r["AP"]),
+                ]
+            )
+        table(
+            "Sec. 5.1: cross entropy with and without the prior init",
+            ["run", "classification loss, steps 0-4", "NaN at step", "final cls. loss", "AP"],
+            rows,
+        )
+    titles = {
+        "table1a": "Table 1a: α-balanced CE (γ = 0)",
+        "table1b": "Table 1b: focal loss",
+        "table1d": "Table 1d: OHEM vs FL",
+        "appendixA": "Appendix A: FL* vs FL",
+    }
     for key, title in titles.items():
         if key in t:
-            rows = [[r["setting"], "—" if r["paper_AP"] is None else f"{r['paper_AP']:.1f}", _fmt(*r["AP"]),
-                     _fmt(*r["AP50"]), str(r["seeds"])] for r in t[key]]
+            rows = [
+                [
+                    r["setting"],
+                    "—" if r["paper_AP"] is None else f"{r['paper_AP']:.1f}",
+                    _fmt(*r["AP"]),
+                    _fmt(*r["AP50"]),
+                    str(r["seeds"]),
+                ]
+                for r in t[key]
+            ]
             table(title, ["setting", "paper AP (COCO)", "AP (ours)", "AP50 (ours)", "seeds"], rows)
     if "figure4" in result["summary"]:
         rows = []
         for group, by_gamma in result["summary"]["figure4"].items():
             for g, row in by_gamma.items():
                 rows.append([group, g, *(f"{v:.3f}" for v in row.values())])
-        table("Figure 4: share of the loss carried by the hardest samples",
-              ["samples", "γ", "hardest 1 %", "hardest 10 %", "hardest 20 %"], rows)
+        table(
+            "Figure 4: share of the loss carried by the hardest samples",
+            ["samples", "γ", "hardest 1 %", "hardest 10 %", "hardest 20 %"],
+            rows,
+        )
     return "\n".join(lines)
 
 
@@ -538,7 +624,9 @@ def rst_tables(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny model and data, a few steps: seconds, numbers meaningless")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny model and data, a few steps: seconds, numbers meaningless"
+    )
     p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--extra-seeds-for", nargs="*", default=[], help="run names that get --extra-seeds too")
@@ -546,11 +634,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default 400; smoke 3)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores // jobs)")
-    p.add_argument("--out", default=None, help="JSON results path (default benchmarks/results/reproduce_paper[_smoke].json)")
-    p.add_argument("--data-cache", default=tempfile.gettempdir(), help="folder caching the rendered training images ('' = none)")
-    p.add_argument("--plot", default=None, help="Figure 4 PNG path (default docs/_static/figure4_cdf.png; none in smoke mode)")
-    p.add_argument("--runs", nargs="+", default=None, help="train only these run names (of the chosen experiments)")
-    p.add_argument("--merge", nargs="*", default=[], help="results JSON files whose runs join this one's tables")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON results path (default benchmarks/results/reproduce_paper[_smoke].json)",
+    )
+    p.add_argument(
+        "--data-cache",
+        default=tempfile.gettempdir(),
+        help="folder caching the rendered training images ('' = none)",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="Figure 4 PNG path (default docs/_static/figure4_cdf.png; none in smoke mode)",
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=None, help="train only these run names (of the chosen experiments)"
+    )
+    p.add_argument(
+        "--merge", nargs="*", default=[], help="results JSON files whose runs join this one's tables"
+    )
     p.add_argument("--rst-from", default=None, help="print the tables of a results JSON as reST and exit")
     args = p.parse_args(argv)
     if args.rst_from:
@@ -564,8 +668,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     settings = dataclasses.replace(settings, threads=threads, **({"steps": args.steps} if args.steps else {}))
     here = os.path.dirname(os.path.abspath(__file__))
-    out = args.out or os.path.join(here, "results", "reproduce_paper_smoke.json" if args.smoke else "reproduce_paper.json")
-    plot = args.plot if args.plot is not None else (None if args.smoke else os.path.join(here, "..", "docs", "_static", "figure4_cdf.png"))
+    out = args.out or os.path.join(
+        here, "results", "reproduce_paper_smoke.json" if args.smoke else "reproduce_paper.json"
+    )
+    plot = (
+        args.plot
+        if args.plot is not None
+        else (None if args.smoke else os.path.join(here, "..", "docs", "_static", "figure4_cdf.png"))
+    )
 
     names: list[str] = []
     for e in args.experiments:
@@ -581,18 +691,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(path, encoding="utf-8") as fh:
             old = json.load(fh)
         merged += old["runs"]
-        merged_from.append({"file": os.path.relpath(path), "command": old.get("command"), "total_seconds": old.get("total_seconds")})
+        merged_from.append(
+            {
+                "file": os.path.relpath(path),
+                "command": old.get("command"),
+                "total_seconds": old.get("total_seconds"),
+            }
+        )
     tasks = [(SPECS[n], settings, s) for n in names for s in args.seeds]
-    tasks += [(SPECS[n], settings, s) for n in args.extra_seeds_for if n in names for s in args.extra_seeds if s not in args.seeds]
-    print(f"reproduce_paper: {len(tasks)} runs ({', '.join(args.experiments)}), {settings.steps} steps of batch "
-          f"{settings.batch_size}, {settings.image_size} px, preset {settings.preset!r}, {jobs} job(s) x {threads} thread(s)",
-          flush=True)
+    tasks += [
+        (SPECS[n], settings, s)
+        for n in args.extra_seeds_for
+        if n in names
+        for s in args.extra_seeds
+        if s not in args.seeds
+    ]
+    print(
+        f"reproduce_paper: {len(tasks)} runs ({', '.join(args.experiments)}), {settings.steps} steps of batch "
+        f"{settings.batch_size}, {settings.image_size} px, preset {settings.preset!r}, {jobs} job(s) x {threads} thread(s)",
+        flush=True,
+    )
 
     torch.set_num_threads(threads)
-    _DATA["train"] = _render(settings.train_images, settings.image_size, seed=0, cache_dir=None if args.smoke else (args.data_cache or None))
+    _DATA["train"] = _render(
+        settings.train_images,
+        settings.image_size,
+        seed=0,
+        cache_dir=None if args.smoke else (args.data_cache or None),
+    )
     _val_dataset(settings)
-    print(f"  rendered {settings.train_images} training and {settings.val_images} held-out images "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"  rendered {settings.train_images} training and {settings.val_images} held-out images "
+        f"in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
 
     if jobs == 1:
         records = [_run_packed(t) for t in tasks]

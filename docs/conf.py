@@ -33,7 +33,7 @@ import focal_detect  # noqa: E402
 
 project = "focal-detect"
 author = "focal-detect developers"
-copyright = "focal-detect developers"  # noqa: A001 (Sphinx's name)
+copyright = "focal-detect developers"
 release = focal_detect.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -70,16 +70,25 @@ pygments_dark_style = "monokai"
 nitpicky = True
 nitpick_ignore_regex = [
     # External names our small inventories do not list (no network at build time).
-    (r"py:.*", r"(torch|torchvision|numpy|np|typing|typing_extensions|collections|"
-               r"collections\.abc|dataclasses|enum|abc|os|pathlib|io|contextlib)\..*"),
-    (r"py:.*", r"(Tensor|Module|Parameter|Generator|Dataset|DataLoader|Sampler|"
-               r"Optimizer|ndarray|Path|PathLike|Self|Any|Callable|Iterable|Iterator|"
-               r"Sequence|Mapping|MutableMapping|Literal|NamedTuple|TypeVar|Union|"
-               r"Optional|ClassVar|Final|TypeAlias|ParamSpec)"),
+    (
+        r"py:.*",
+        r"(torch|torchvision|numpy|np|typing|typing_extensions|collections|"
+        r"collections\.abc|dataclasses|enum|abc|os|pathlib|io|contextlib)\..*",
+    ),
+    (
+        r"py:.*",
+        r"(Tensor|Module|Parameter|Generator|Dataset|DataLoader|Sampler|"
+        r"Optimizer|ndarray|Path|PathLike|Self|Any|Callable|Iterable|Iterator|"
+        r"Sequence|Mapping|MutableMapping|Literal|NamedTuple|TypeVar|Union|"
+        r"Optional|ClassVar|Final|TypeAlias|ParamSpec)",
+    ),
     # Builtin types that appear in signatures and "Returns:" sections.
-    (r"py:.*", r"(int|float|bool|str|bytes|tuple|list|dict|set|frozenset|object|type|"
-               r"slice|complex|None|NoneType|Ellipsis|NotImplemented|"
-               r"ValueError|TypeError|RuntimeError|KeyError|IndexError)"),
+    (
+        r"py:.*",
+        r"(int|float|bool|str|bytes|tuple|list|dict|set|frozenset|object|type|"
+        r"slice|complex|None|NoneType|Ellipsis|NotImplemented|"
+        r"ValueError|TypeError|RuntimeError|KeyError|IndexError)",
+    ),
     # Words napoleon turns into references in "Args:" sections: "optional", "default".
     (r"py:.*", r"(optional|default|callable|array_like|tensor|scalar)"),
 ]
@@ -172,7 +181,7 @@ html_theme_options = {
 # -- Figure 1 ----------------------------------------------------------------------
 
 
-def _ensure_figure1(app) -> None:  # noqa: ANN001 (Sphinx app)
+def _ensure_figure1(app) -> None:
     """Regenerate the committed Figure 1 only when it is missing (keeps builds fast)."""
     png = DOCS / "_static" / "figure1.png"
     if png.exists() and not os.environ.get("FOCAL_DETECT_REGENERATE_FIGURES"):
@@ -186,7 +195,7 @@ def _ensure_figure1(app) -> None:  # noqa: ANN001 (Sphinx app)
 _PROSE_DOCS: dict[str, list[str]] = {}
 
 
-def _save_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+def _save_data_docs(app, what, name, obj, options, lines) -> None:
     """Keep napoleon away from ``#:`` docs of constants and attributes (1 of 2).
 
     napoleon reads the first line of a data/attribute docstring as an inline
@@ -199,7 +208,7 @@ def _save_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN0
         _PROSE_DOCS[name] = list(lines)
 
 
-def _restore_data_docs(app, what, name, obj, options, lines) -> None:  # noqa: ANN001
+def _restore_data_docs(app, what, name, obj, options, lines) -> None:
     """Put back what ``_save_data_docs`` saved (2 of 2; runs after napoleon)."""
     if what in ("data", "attribute") and name in _PROSE_DOCS:
         lines[:] = _PROSE_DOCS.pop(name)
@@ -223,7 +232,7 @@ def _lookup(path: str) -> object | None:
     for i in range(len(parts), 0, -1):
         try:
             obj: object = importlib.import_module(".".join(parts[:i]))
-        except Exception:  # noqa: BLE001 (any import failure means "not this prefix")
+        except Exception:
             continue
         try:
             for attr in parts[i:]:
@@ -234,7 +243,7 @@ def _lookup(path: str) -> object | None:
     return None
 
 
-def _documented_by_object(env) -> dict[tuple[str, int], str]:  # noqa: ANN001
+def _documented_by_object(env) -> dict[tuple[str, int], str]:
     cache = getattr(env, "_focal_detect_documented", None)
     if cache is None:
         cache = {}
@@ -247,7 +256,7 @@ def _documented_by_object(env) -> dict[tuple[str, int], str]:  # noqa: ANN001
     return cache
 
 
-def _resolve_reexport(app, env, node, contnode):  # noqa: ANN001, ANN201
+def _resolve_reexport(app, env, node, contnode):
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "").lstrip("~.")
@@ -283,7 +292,7 @@ def _resolve_reexport(app, env, node, contnode):  # noqa: ANN001, ANN201
     return None
 
 
-def _parsable_signature(app, what, name, obj, options, signature, return_annotation):  # noqa: ANN001, ANN201
+def _parsable_signature(app, what, name, obj, options, signature, return_annotation):
     """Dataclass fields with ``default_factory`` show as ``= <factory>``, which Sphinx
     cannot parse (it then splits ``list[dict[str, float]]`` at the comma); show ``...``."""
     if signature and "<factory>" in signature:
@@ -296,7 +305,7 @@ def _parsable_signature(app, what, name, obj, options, signature, return_annotat
 _SKIPPED_MODULE_HOOKS = frozenset({"extra_repr"})
 
 
-def _skip_module_hooks(app, what, name, obj, skip, options):  # noqa: ANN001, ANN201
+def _skip_module_hooks(app, what, name, obj, skip, options):
     """Leave ``extra_repr`` (a printing hook, not API) out of the class pages."""
     if what == "class" and name in _SKIPPED_MODULE_HOOKS:
         return True
@@ -317,7 +326,7 @@ def _unparse_binop_with_parentheses() -> None:
     sphinx_ast._UnparseVisitor.visit_BinOp = lambda self, node: ast.unparse(node)
 
 
-def setup(app) -> None:  # noqa: ANN001 (Sphinx app)
+def setup(app) -> None:
     _unparse_binop_with_parentheses()
     app.connect("builder-inited", _ensure_figure1)
     app.connect("autodoc-process-docstring", _save_data_docs, priority=100)

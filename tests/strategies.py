@@ -61,8 +61,14 @@ def box_pairs(draw: st.DrawFn, max_n: int = 8, dtype: torch.dtype = torch.float3
 
 
 @st.composite
-def box_batches(draw: st.DrawFn, max_b: int = 3, n: int | None = None, max_n: int = 6,
-                dtype: torch.dtype = torch.float32, **kw) -> torch.Tensor:
+def box_batches(
+    draw: st.DrawFn,
+    max_b: int = 3,
+    n: int | None = None,
+    max_n: int = 6,
+    dtype: torch.dtype = torch.float32,
+    **kw,
+) -> torch.Tensor:
     """A ``(B, N, 4)`` tensor of valid boxes (same ``N`` in every image)."""
     b = draw(st.integers(min_value=1, max_value=max_b))
     if n is None:

@@ -81,7 +81,9 @@ def test_empty_group_gives_nan_and_zero_losses_give_the_diagonal() -> None:
     assert out["num_positive"] == 0
     assert all(math.isnan(v) for v in out["positive"][2.0].tolist())
     # Negatives with logit -800: every loss underflows to 0 (float64) -> the diagonal.
-    out = focal_loss_cdf(torch.full((3, 2), -800.0), torch.full((3,), BACKGROUND), gammas=(2.0,), num_points=5)
+    out = focal_loss_cdf(
+        torch.full((3, 2), -800.0), torch.full((3,), BACKGROUND), gammas=(2.0,), num_points=5
+    )
     torch.testing.assert_close(out["negative"][2.0], out["fraction"])
 
 

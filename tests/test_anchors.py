@@ -87,8 +87,12 @@ def test_grid_matches_plain_loop_and_order() -> None:
     torch.testing.assert_close(anchors, _loop_anchors(gen, fs), rtol=0, atol=0)
     # Row (y * W + x) * A + a: anchor 1 of location (y=2, x=3) on level 0.
     row = anchors[(2 * 4 + 3) * 9 + 1]
-    torch.testing.assert_close(row, gen.cell_anchors(0, dtype=torch.float64)[1] + torch.tensor([24.0, 16.0] * 2,
-                               dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(
+        row,
+        gen.cell_anchors(0, dtype=torch.float64)[1] + torch.tensor([24.0, 16.0] * 2, dtype=torch.float64),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_grid_anchors_are_the_per_level_pieces_of_call() -> None:
@@ -105,7 +109,9 @@ def test_offset_moves_centres_by_offset_times_stride() -> None:
     levels = AnchorGenerator().levels([(2, 2)] * 5)
     for lv in levels:
         sl = slice(lv.start, lv.end)
-        torch.testing.assert_close(a5[sl] - a0[sl], torch.full_like(a0[sl], lv.stride / 2), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            a5[sl] - a0[sl], torch.full_like(a0[sl], lv.stride / 2), rtol=0, atol=1e-12
+        )
 
 
 # ----------------------------------------------------------------------------- levels
@@ -148,8 +154,12 @@ def test_levels_identity_with_python_scalars_float32() -> None:
             sx, sy = x * lv.stride + lv.shift, y * lv.stride + lv.shift
             expect = lv.cell_anchors[a] + torch.tensor([sx, sy, sx, sy])
             assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a], expect)
-            assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a][0::2], lv.cell_anchors[a][0::2] + sx)
-            assert torch.equal(anchors[lv.start + (y * lv.width + x) * 9 + a][1::2], lv.cell_anchors[a][1::2] + sy)
+            assert torch.equal(
+                anchors[lv.start + (y * lv.width + x) * 9 + a][0::2], lv.cell_anchors[a][0::2] + sx
+            )
+            assert torch.equal(
+                anchors[lv.start + (y * lv.width + x) * 9 + a][1::2], lv.cell_anchors[a][1::2] + sy
+            )
 
 
 @given(
@@ -477,16 +487,19 @@ def test_float32_peers_keep_float32_cells_in_float64(name: str) -> None:
     for level in range(5):
         c64 = gen.cell_anchors(level, dtype=torch.float64)
         assert torch.equal(c64, c64.float().double())
-    assert not torch.equal(gen.cell_anchors(0, dtype=torch.float64),
-                           AnchorGenerator(order=gen.order).cell_anchors(0, dtype=torch.float64))
+    assert not torch.equal(
+        gen.cell_anchors(0, dtype=torch.float64),
+        AnchorGenerator(order=gen.order).cell_anchors(0, dtype=torch.float64),
+    )
 
 
 def test_mmdetection_test_strides() -> None:
     # Same file, test_strides: AnchorGenerator([10], [1.], [1.], [10]).grid_anchors([(2, 2)]),
     # compared there with torch.equal.
     gen = AnchorGenerator.from_preset("mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=(10,))
-    expected = torch.tensor([[-5.0, -5.0, 5.0, 5.0], [5.0, -5.0, 15.0, 5.0], [-5.0, 5.0, 5.0, 15.0],
-                             [5.0, 5.0, 15.0, 15.0]])
+    expected = torch.tensor(
+        [[-5.0, -5.0, 5.0, 5.0], [5.0, -5.0, 15.0, 5.0], [-5.0, 5.0, 5.0, 15.0], [5.0, 5.0, 15.0, 15.0]]
+    )
     assert torch.equal(gen.grid_anchors([(2, 2)])[0], expected)
 
 
@@ -495,15 +508,20 @@ def test_mmdetection_docstring_example_base_size_differs_from_stride() -> None:
     # 0802aeeff01c3302c0d1e30cc75b7e443afda63a), AnchorGenerator docstring:
     # AnchorGenerator([16], [1.], [1.], [9]).grid_priors([(2, 2)]).
     gen = AnchorGenerator.from_preset("mmdetection", sizes=(9,), scales=(1.0,), ratios=(1.0,), strides=(16,))
-    expected = [[-4.5, -4.5, 4.5, 4.5], [11.5, -4.5, 20.5, 4.5], [-4.5, 11.5, 4.5, 20.5],
-                [11.5, 11.5, 20.5, 20.5]]
+    expected = [
+        [-4.5, -4.5, 4.5, 4.5],
+        [11.5, -4.5, 20.5, 4.5],
+        [-4.5, 11.5, 4.5, 20.5],
+        [11.5, 11.5, 20.5, 20.5],
+    ]
     assert gen([(2, 2)]).tolist() == expected
 
 
 def test_mmdetection_center_offset_lives_in_the_cell() -> None:
     # mmdet adds center_offset * base_size to the base anchors, and x * stride in the grid.
-    gen = AnchorGenerator.from_preset("mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=(10,),
-                                      offset=0.5)
+    gen = AnchorGenerator.from_preset(
+        "mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=(10,), offset=0.5
+    )
     assert gen.cell_anchors(0).tolist() == [[0.0, 0.0, 10.0, 10.0]]
     assert gen.levels([(2, 2)])[0].shift == 0.0
     assert gen([(2, 2)])[1].tolist() == [10.0, 0.0, 20.0, 10.0]
@@ -607,7 +625,9 @@ def test_keras_retinanet_test_anchors_for_shape_values() -> None:
     # 7ac91dfbbacce77d6d9633fc09e16cd0ee71fd5e), test_anchors_for_shape_values: sizes [12],
     # strides [8], ratios [1, 2], scales [1, 2], image (16, 16); its expected rows are
     # closed forms compared with assert_almost_equal(decimal=6).
-    gen = AnchorGenerator.from_preset("keras-retinanet", sizes=(12,), strides=(8,), ratios=(1.0, 2.0), scales=(1.0, 2.0))
+    gen = AnchorGenerator.from_preset(
+        "keras-retinanet", sizes=(12,), strides=(8,), ratios=(1.0, 2.0), scales=(1.0, 2.0)
+    )
     anchors = gen(gen.feature_sizes_for((16, 16)), dtype=torch.float64)
     assert anchors.shape == (16, 4)
     stride, size = 8, 12
@@ -626,7 +646,11 @@ def test_keras_retinanet_test_anchors_for_shape_dimensions() -> None:
     # Same file, test_anchors_for_shape_dimensions: sizes [32, 64, 128], strides [8, 16, 32],
     # ratios [0.5, 1, 2, 3], scales [1, 1.2, 1.6], image (64, 64) -> 1008 anchors.
     gen = AnchorGenerator.from_preset(
-        "keras-retinanet", sizes=(32, 64, 128), strides=(8, 16, 32), ratios=(0.5, 1, 2, 3), scales=(1, 1.2, 1.6)
+        "keras-retinanet",
+        sizes=(32, 64, 128),
+        strides=(8, 16, 32),
+        ratios=(0.5, 1, 2, 3),
+        scales=(1, 1.2, 1.6),
     )
     assert gen(gen.feature_sizes_for((64, 64))).shape == (1008, 4)
 
@@ -715,7 +739,9 @@ def _loop_anchors_hw(gen: AnchorGenerator, feature_sizes, image_size=None, dtype
         lv, cells = levels[lvl], gen.cell_anchors(lvl, dtype=dtype)
         for y in range(h):
             for x in range(w):
-                t = torch.tensor([x * lv.stride_w + lv.shift_x, y * lv.stride_h + lv.shift_y] * 2, dtype=dtype)
+                t = torch.tensor(
+                    [x * lv.stride_w + lv.shift_x, y * lv.stride_h + lv.shift_y] * 2, dtype=dtype
+                )
                 rows.extend(cells[a] + t for a in range(cells.shape[0]))
     return torch.stack(rows)
 
@@ -748,10 +774,15 @@ def test_mmdetection_stride_pairs_swap_to_height_width() -> None:
     # mmdet AnchorGenerator(strides=[(stride_w, stride_h)]) = [(10, 20)]: base size
     # min(10, 20) = 10, shift_x = x * 10, shift_y = y * 20 (its grid_priors). Here the
     # same level is strides=[(20, 10)] (height first).
-    gen = AnchorGenerator.from_preset("mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=((20, 10),))
+    gen = AnchorGenerator.from_preset(
+        "mmdetection", sizes=(10,), scales=(1.0,), ratios=(1.0,), strides=((20, 10),)
+    )
     assert gen.cell_anchors(0).tolist() == [[-5.0, -5.0, 5.0, 5.0]]
     assert gen([(2, 2)]).tolist() == [
-        [-5.0, -5.0, 5.0, 5.0], [5.0, -5.0, 15.0, 5.0], [-5.0, 15.0, 5.0, 25.0], [5.0, 15.0, 15.0, 25.0]
+        [-5.0, -5.0, 5.0, 5.0],
+        [5.0, -5.0, 15.0, 5.0],
+        [-5.0, 15.0, 5.0, 25.0],
+        [5.0, 15.0, 15.0, 25.0],
     ]
 
 
@@ -761,7 +792,13 @@ def test_derived_strides_are_torchvisions_rule() -> None:
     tv = AnchorGenerator.from_preset("torchvision", derive_strides=True)
     sizes = tv.feature_sizes_for((800, 1216))
     assert sizes == [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
-    assert tv.level_strides(sizes, image_size=(800, 1216)) == [(8, 8), (16, 16), (32, 32), (61, 64), (114, 121)]
+    assert tv.level_strides(sizes, image_size=(800, 1216)) == [
+        (8, 8),
+        (16, 16),
+        (32, 32),
+        (61, 64),
+        (114, 121),
+    ]
     lv = tv.levels(sizes, image_size=(800, 1216))[3]
     anchors = tv(sizes, image_size=(800, 1216))
     # last P6 anchor, cell 4 (ratio 1, scale 2**(1/3)): cell + (18 * 64, 12 * 61)
@@ -791,7 +828,9 @@ def test_derived_stride_errors() -> None:
     sizes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
     with pytest.raises(ValueError, match="image_size must be given when strides are derived"):
         tv(sizes)
-    with pytest.raises(ValueError, match=r"image_size must be at least every feature size.*feature_sizes\[0\]"):
+    with pytest.raises(
+        ValueError, match=r"image_size must be at least every feature size.*feature_sizes\[0\]"
+    ):
         tv.levels(sizes, image_size=(3, 64))
     with pytest.raises(ValueError, match="image_size must be a pair"):
         tv.grid_anchors(sizes, image_size=(32,))

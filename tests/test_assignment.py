@@ -66,19 +66,34 @@ def _adversarial() -> list[torch.Tensor]:
     a = ANCHORS
     return [
         # partly outside the image, huge, tiny (2 px: best IoU small), degenerate
-        torch.tensor([[-40.0, -30.0, 20.0, 25.0], [0.0, 0.0, 400.0, 300.0],
-                      [61.0, 70.0, 63.0, 72.0], [5.0, 5.0, 5.0, 30.0]]),
+        torch.tensor(
+            [
+                [-40.0, -30.0, 20.0, 25.0],
+                [0.0, 0.0, 400.0, 300.0],
+                [61.0, 70.0, 63.0, 72.0],
+                [5.0, 5.0, 5.0, 30.0],
+            ]
+        ),
         # exactly anchors (IoU 1), and boxes touching an anchor edge (IoU exactly 0)
         torch.stack([a[100], a[2400], a[3068]]),
-        torch.tensor([[a[0, 2].item(), 0.0, a[0, 2].item() + 8.0, 16.0],
-                      [-50.0, -50.0, a[0, 0].item(), a[0, 1].item()]]),
+        torch.tensor(
+            [
+                [a[0, 2].item(), 0.0, a[0, 2].item() + 8.0, 16.0],
+                [-50.0, -50.0, a[0, 0].item(), a[0, 1].item()],
+            ]
+        ),
         # duplicates (ties between boxes) and a box far outside every anchor
-        torch.tensor([[30.0, 30.0, 70.0, 60.0], [30.0, 30.0, 70.0, 60.0],
-                      [1000.0, 1000.0, 1010.0, 1012.0]]),
+        torch.tensor([[30.0, 30.0, 70.0, 60.0], [30.0, 30.0, 70.0, 60.0], [1000.0, 1000.0, 1010.0, 1012.0]]),
         torch.zeros((0, 4)),
         # thin boxes along a row of anchors; quarter-pixel grid (many equal IoUs)
-        torch.tensor([[0.0, 40.0, 128.0, 41.0], [16.25, 16.25, 48.25, 48.25],
-                      [16.0, 16.0, 48.0, 48.0], [112.0, 112.0, 128.0, 128.0]]),
+        torch.tensor(
+            [
+                [0.0, 40.0, 128.0, 41.0],
+                [16.25, 16.25, 48.25, 48.25],
+                [16.0, 16.0, 48.0, 48.0],
+                [112.0, 112.0, 128.0, 128.0],
+            ]
+        ),
     ]
 
 
@@ -142,8 +157,10 @@ def test_windowed_equals_dense_property(gts, shift, kw) -> None:
     _assert_same(fast, dense)
 
 
-@given(gts=st.lists(valid_boxes(max_n=5, max_coord=140.0), min_size=1, max_size=3),
-       mode=st.sampled_from(["torchvision", "mmdetection"]))
+@given(
+    gts=st.lists(valid_boxes(max_n=5, max_coord=140.0), min_size=1, max_size=3),
+    mode=st.sampled_from(["torchvision", "mmdetection"]),
+)
 @settings(max_examples=30)
 def test_batched_equals_per_image(gts, mode) -> None:
     labels = _labels(gts)
@@ -154,8 +171,10 @@ def test_batched_equals_per_image(gts, mode) -> None:
         assert torch.equal(batch.box_targets[i], one.box_targets[0])
 
 
-@given(gts=st.lists(valid_boxes(max_n=5, max_coord=140.0), min_size=1, max_size=2),
-       mode=st.sampled_from(["torchvision", "mmdetection"]))
+@given(
+    gts=st.lists(valid_boxes(max_n=5, max_coord=140.0), min_size=1, max_size=2),
+    mode=st.sampled_from(["torchvision", "mmdetection"]),
+)
 @settings(max_examples=30)
 def test_each_box_claims_its_best_anchors(gts, mode) -> None:
     gts = [g + torch.tensor([0.0, 0.0, 1.0, 1.0]) for g in gts]  # positive areas
@@ -211,8 +230,9 @@ def test_labels_are_accepted_by_the_focal_loss() -> None:
 
 
 def test_values_of_a_hand_made_case() -> None:
-    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0],
-                            [20.0, 0.0, 30.0, 10.0], [100.0, 0.0, 110.0, 10.0]])
+    anchors = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 0.0, 30.0, 10.0], [100.0, 0.0, 110.0, 10.0]]
+    )
     gts = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [21.0, 0.0, 29.0, 10.0]]), torch.zeros(0, 4)]
     labels = [torch.tensor([4, 6]), torch.zeros(0, dtype=torch.int64)]
     out = assign_anchors(anchors, gts, labels)
@@ -226,32 +246,32 @@ def test_values_of_a_hand_made_case() -> None:
 
 
 def test_crowd_turns_covered_background_into_ignore_but_keeps_foreground() -> None:
-    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [40.0, 0.0, 50.0, 10.0],
-                            [44.0, 0.0, 54.0, 10.0], [46.0, 0.0, 56.0, 10.0]])
+    anchors = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [40.0, 0.0, 50.0, 10.0], [44.0, 0.0, 54.0, 10.0], [46.0, 0.0, 56.0, 10.0]]
+    )
     gts = [torch.tensor([[0.0, 0.0, 10.0, 10.0]])]
     crowd = [torch.tensor([[0.0, 0.0, 51.0, 20.0]])]
     out = assign_anchors(anchors, gts, [torch.tensor([2])], crowd_boxes=crowd)
     # a0 foreground stays; a1 fully inside (IoA 1) -> IGNORE; a2 IoA 0.7 -> IGNORE;
     # a3 IoA 0.5 (== threshold) -> IGNORE
     assert out.matched_gt.tolist() == [[0, IGNORE, IGNORE, IGNORE]]
-    strict = assign_anchors(anchors, gts, [torch.tensor([2])], crowd_boxes=crowd,
-                            crowd_ioa_threshold=0.6)
+    strict = assign_anchors(anchors, gts, [torch.tensor([2])], crowd_boxes=crowd, crowd_ioa_threshold=0.6)
     assert strict.matched_gt.tolist() == [[0, IGNORE, IGNORE, BACKGROUND]]
-    off = assign_anchors(anchors, gts, [torch.tensor([2])], crowd_boxes=crowd,
-                         crowd_ioa_threshold=None)
+    off = assign_anchors(anchors, gts, [torch.tensor([2])], crowd_boxes=crowd, crowd_ioa_threshold=None)
     assert off.matched_gt.tolist() == [[0, BACKGROUND, BACKGROUND, BACKGROUND]]
     assert out.labels.tolist() == [[2, IGNORE, IGNORE, IGNORE]]
 
 
-@given(gts=st.lists(valid_boxes(max_n=4, max_coord=140.0), min_size=2, max_size=2),
-       crowd=st.lists(valid_boxes(max_n=2, max_coord=140.0), min_size=2, max_size=2),
-       thr=st.sampled_from([0.3, 0.5, 1.0]))
+@given(
+    gts=st.lists(valid_boxes(max_n=4, max_coord=140.0), min_size=2, max_size=2),
+    crowd=st.lists(valid_boxes(max_n=2, max_coord=140.0), min_size=2, max_size=2),
+    thr=st.sampled_from([0.3, 0.5, 1.0]),
+)
 @settings(max_examples=30)
 def test_crowd_windowed_equals_dense(gts, crowd, thr) -> None:
     labels = _labels(gts)
     dense = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr)
-    fast = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr,
-                          levels=LEVELS)
+    fast = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr, levels=LEVELS)
     _assert_same(fast, dense)
     plain = assign_anchors(ANCHORS, gts, labels, levels=LEVELS)
     changed = fast.matched_gt != plain.matched_gt
@@ -270,8 +290,9 @@ def test_tiny_memory_budget_gives_the_same_result() -> None:
         ref = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, **kw)
         for budget in (20_000, 300_000):
             for levels in (None, LEVELS):
-                got = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, levels=levels,
-                                     max_memory_bytes=budget, **kw)
+                got = assign_anchors(
+                    ANCHORS, gts, labels, crowd_boxes=crowd, levels=levels, max_memory_bytes=budget, **kw
+                )
                 _assert_same(got, ref)
 
 
@@ -347,9 +368,10 @@ def test_assigner_class_stores_hyper_parameters() -> None:
     gts = _adversarial()[:2]
     labels = _labels(gts)
     assigner = AnchorAssigner(low_quality="mmdetection", high_threshold=0.6)
-    _assert_same(assigner(ANCHORS, gts, labels, levels=LEVELS),
-                 assign_anchors(ANCHORS, gts, labels, low_quality="mmdetection",
-                                high_threshold=0.6))
+    _assert_same(
+        assigner(ANCHORS, gts, labels, levels=LEVELS),
+        assign_anchors(ANCHORS, gts, labels, low_quality="mmdetection", high_threshold=0.6),
+    )
     assert "mmdetection" in repr(assigner)
     with pytest.raises(ValueError, match="crowd_ioa_threshold must be in"):
         AnchorAssigner(crowd_ioa_threshold=0.0)
@@ -358,8 +380,9 @@ def test_assigner_class_stores_hyper_parameters() -> None:
 def test_empty_batch_and_no_boxes() -> None:
     out = assign_anchors(ANCHORS, [], [])
     assert out.labels.shape == (0, len(ANCHORS)) and out.box_targets.shape == (0, len(ANCHORS), 4)
-    out = assign_anchors(ANCHORS, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2,
-                         levels=LEVELS)
+    out = assign_anchors(
+        ANCHORS, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2, levels=LEVELS
+    )
     assert bool((out.labels == BACKGROUND).all()) and out.labels.shape == (2, len(ANCHORS))
 
 
@@ -386,20 +409,46 @@ def _ok():
         (lambda a, g, l: (a, [g[0].long()], l, {}), TypeError, r"gt_boxes\[0\] must be a floating-point"),
         (lambda a, g, l: (a, g, [l[0].int()], {}), TypeError, r"gt_labels\[0\] must have dtype torch.int64"),
         (lambda a, g, l: (a, g, [l[0][:0]], {}), ValueError, r"gt_labels\[0\] must have shape \(1,\)"),
-        (lambda a, g, l: (a, [g[0].to("meta")], l, {}), ValueError, r"gt_boxes\[0\] must be on the same device"),
-        (lambda a, g, l: (a, g, [l[0].to("meta")], {}), ValueError, r"gt_labels\[0\] must be on the same device"),
+        (
+            lambda a, g, l: (a, [g[0].to("meta")], l, {}),
+            ValueError,
+            r"gt_boxes\[0\] must be on the same device",
+        ),
+        (
+            lambda a, g, l: (a, g, [l[0].to("meta")], {}),
+            ValueError,
+            r"gt_labels\[0\] must be on the same device",
+        ),
         (lambda a, g, l: (a, [g[0] * float("nan")], l, {}), ValueError, "gt_boxes must be finite"),
         (lambda a, g, l: (a, [g[0].flip(1)], l, {}), ValueError, "gt_boxes must satisfy x1 <= x2"),
         (lambda a, g, l: (a, g, [-l[0]], {}), ValueError, "gt_labels must be class indices >= 0"),
-        (lambda a, g, l: (a, g, l, {"crowd_boxes": [torch.zeros(1, 4)] * 2}), ValueError,
-         r"crowd_boxes must have one entry per image \(1\)"),
+        (
+            lambda a, g, l: (a, g, l, {"crowd_boxes": [torch.zeros(1, 4)] * 2}),
+            ValueError,
+            r"crowd_boxes must have one entry per image \(1\)",
+        ),
         (lambda a, g, l: (a, g, l, {"levels": LEVELS[:2]}), ValueError, "levels must cover the"),
-        (lambda a, g, l: (a, g, l, {"levels": GEN.levels([(8, 32), (8, 8), (4, 4), (2, 2), (1, 1)])}),
-         ValueError, "levels must describe anchors"),
+        (
+            lambda a, g, l: (a, g, l, {"levels": GEN.levels([(8, 32), (8, 8), (4, 4), (2, 2), (1, 1)])}),
+            ValueError,
+            "levels must describe anchors",
+        ),
         (lambda a, g, l: (a, g, l, {"levels": [1, 2]}), TypeError, r"levels\[0\] must be an AnchorLevel"),
-        (lambda a, g, l: (a, g, l, {"max_memory_bytes": 0}), ValueError, "max_memory_bytes must be a positive int"),
-        (lambda a, g, l: (a, g, l, {"low_threshold": 0.6}), ValueError, "low_threshold must be <= high_threshold"),
-        (lambda a, g, l: (a, g, l, {"crowd_ioa_threshold": 1.5}), ValueError, "crowd_ioa_threshold must be in"),
+        (
+            lambda a, g, l: (a, g, l, {"max_memory_bytes": 0}),
+            ValueError,
+            "max_memory_bytes must be a positive int",
+        ),
+        (
+            lambda a, g, l: (a, g, l, {"low_threshold": 0.6}),
+            ValueError,
+            "low_threshold must be <= high_threshold",
+        ),
+        (
+            lambda a, g, l: (a, g, l, {"crowd_ioa_threshold": 1.5}),
+            ValueError,
+            "crowd_ioa_threshold must be in",
+        ),
     ],
 )
 def test_bad_input_names_the_argument(change, exc, match) -> None:
@@ -436,7 +485,9 @@ def test_per_axis_strides_windowed_equals_dense(gen, kw) -> None:
     big = anchors[levels[4].start : levels[4].end]
     gts = [
         _random_boxes(12, *TV_IMAGE, seed=1),
-        torch.cat([big[[0, 7, 20, 53]], torch.tensor([[500.0, 500.0, 510.0, 530.0]])]),  # IoU 1 at P7, one outside
+        torch.cat(
+            [big[[0, 7, 20, 53]], torch.tensor([[500.0, 500.0, 510.0, 530.0]])]
+        ),  # IoU 1 at P7, one outside
         _random_boxes(3, *TV_IMAGE, seed=2) * 0.2,  # small boxes near the origin
         torch.zeros((0, 4)),
     ]

@@ -57,7 +57,11 @@ def test_focal_target_check_can_be_switched_off(fn):
 
 def test_focal_target_check_accepts_boundaries_half_and_integer_targets():
     x = torch.zeros(3, dtype=torch.float16)
-    for t in (torch.tensor([0.0, 1.0, 0.5]).half(), torch.tensor([0, 1, 1]), torch.tensor([False, True, True])):
+    for t in (
+        torch.tensor([0.0, 1.0, 0.5]).half(),
+        torch.tensor([0, 1, 1]),
+        torch.tensor([False, True, True]),
+    ):
         got = sigmoid_focal_loss(x, t.to(torch.float16) if t.dtype == torch.bool else t)
         assert got.shape == (3,) and (got > 0).all()
     assert sigmoid_focal_loss(torch.zeros(0), torch.zeros(0)).shape == (0,)
@@ -161,7 +165,9 @@ def test_encode_requires_one_anchor_per_box():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(3, 1)
     one = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
     for f in (encode_boxes, BoxCoder().encode):
-        with pytest.raises(ValueError, match=r"anchors and boxes must have the same number of boxes N.*\(1, 4\).*\(3, 4\)"):
+        with pytest.raises(
+            ValueError, match=r"anchors and boxes must have the same number of boxes N.*\(1, 4\).*\(3, 4\)"
+        ):
             f(boxes, one)
     with pytest.raises(ValueError, match=r"anchors and deltas must have the same number"):
         decode_boxes(torch.zeros(3, 4), one)

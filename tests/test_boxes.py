@@ -187,10 +187,8 @@ def test_half_precision_is_computed_in_float32():
 
 
 def test_gradcheck_iou_and_giou():
-    a = torch.tensor([[0.0, 0.0, 2.0, 3.0], [1.0, 1.0, 4.0, 2.5]], dtype=torch.float64,
-                     requires_grad=True)
-    b = torch.tensor([[0.5, 0.2, 2.5, 2.0], [3.0, 3.0, 6.0, 7.0]], dtype=torch.float64,
-                     requires_grad=True)
+    a = torch.tensor([[0.0, 0.0, 2.0, 3.0], [1.0, 1.0, 4.0, 2.5]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([[0.5, 0.2, 2.5, 2.0], [3.0, 3.0, 6.0, 7.0]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(box_iou, (a, b))
     assert torch.autograd.gradcheck(generalized_box_iou, (a, b))
 

@@ -46,13 +46,24 @@ class Toy(nn.Module):
         return {"classification": loss}
 
 
-DATA = [(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(i)), {"boxes": torch.zeros(i % 2, 4)})
-        for i in range(8)]
+DATA = [
+    (torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(i)), {"boxes": torch.zeros(i % 2, 4)})
+    for i in range(8)
+]
 
 
 def _cfg(out, **kw) -> TrainConfig:
-    base = dict(iterations=4, batch_size=2, lr=0.05, warmup_iters=0, progress=False, output_dir=str(out),
-                log_every=1, checkpoint_every=2, seed=1)
+    base = dict(
+        iterations=4,
+        batch_size=2,
+        lr=0.05,
+        warmup_iters=0,
+        progress=False,
+        output_dir=str(out),
+        log_every=1,
+        checkpoint_every=2,
+        seed=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -138,22 +149,46 @@ def _overwrite_middle(path) -> None:
 
 CORRUPTIONS = {
     # kind: (how, message fragment)
-    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a readable torch file"),
+    "truncated": (
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "not a readable torch file",
+    ),
     "zero bytes": (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
     "random bytes": (lambda p: p.write_bytes(_noise(70_000)), "not a readable torch file"),
     "4 KiB overwritten mid-file": (_overwrite_middle, "corrupt: its content does not match its sha256"),
-    "bare tensor": (lambda p: torch.save(torch.ones(3), p), "must hold a dict of named entries, got a Tensor"),
+    "bare tensor": (
+        lambda p: torch.save(torch.ones(3), p),
+        "must hold a dict of named entries, got a Tensor",
+    ),
     "missing rng key": (lambda p: _rewrite(p, lambda c: c.pop("rng")), r"lacks the key\(s\) \['rng'\]"),
-    "wrong keys": (lambda p: save_checkpoint({"format": "focal-detect-checkpoint", "weights": torch.ones(1)}, p),
-                   r"lacks the key\(s\) \['step', 'model'"),
-    "not a training checkpoint": (lambda p: save_checkpoint({"model": {}}, p), "not a focal-detect training checkpoint"),
-    "wrong shapes": (lambda p: _rewrite(p, lambda c: c["model"].__setitem__("w", torch.zeros(5))),
-                     r"bad 'model' entry .*'w': \(5,\) for the model's \(3,\)"),
-    "missing weight": (lambda p: _rewrite(p, lambda c: c["model"].pop("table")), r"bad 'model' entry .*missing keys \['table'\]"),
-    "bad rng state": (lambda p: _rewrite(p, lambda c: c.__setitem__("rng", {"torch": torch.zeros(3)})), "bad 'rng' entry"),
-    "bad optimizer state": (lambda p: _rewrite(p, lambda c: c.__setitem__("optimizer", {"state": {}})),
-                            "bad 'optimizer' entry"),
-    "newer format": (lambda p: torch.save({**load_checkpoint(p), "version": 3}, p), "format version 3; this focal-detect"),
+    "wrong keys": (
+        lambda p: save_checkpoint({"format": "focal-detect-checkpoint", "weights": torch.ones(1)}, p),
+        r"lacks the key\(s\) \['step', 'model'",
+    ),
+    "not a training checkpoint": (
+        lambda p: save_checkpoint({"model": {}}, p),
+        "not a focal-detect training checkpoint",
+    ),
+    "wrong shapes": (
+        lambda p: _rewrite(p, lambda c: c["model"].__setitem__("w", torch.zeros(5))),
+        r"bad 'model' entry .*'w': \(5,\) for the model's \(3,\)",
+    ),
+    "missing weight": (
+        lambda p: _rewrite(p, lambda c: c["model"].pop("table")),
+        r"bad 'model' entry .*missing keys \['table'\]",
+    ),
+    "bad rng state": (
+        lambda p: _rewrite(p, lambda c: c.__setitem__("rng", {"torch": torch.zeros(3)})),
+        "bad 'rng' entry",
+    ),
+    "bad optimizer state": (
+        lambda p: _rewrite(p, lambda c: c.__setitem__("optimizer", {"state": {}})),
+        "bad 'optimizer' entry",
+    ),
+    "newer format": (
+        lambda p: torch.save({**load_checkpoint(p), "version": 3}, p),
+        "format version 3; this focal-detect",
+    ),
     "digest removed": (lambda p: torch.save(load_checkpoint(p), p), "lacks its sha256 digest"),
     "a directory": (lambda p: (p.unlink(), p.mkdir()), "is a directory, not a file"),
 }
@@ -196,7 +231,10 @@ def test_a_single_flipped_byte_anywhere_is_caught_or_changes_nothing(run) -> Non
             continue
         assert torch.equal(got["model"]["table"], reference["model"]["table"]), pos
         assert torch.equal(got["model"]["w"], reference["model"]["w"]), pos
-        assert got["step"] == reference["step"] and got["rng"]["python"]["gauss"] == reference["rng"]["python"]["gauss"]
+        assert (
+            got["step"] == reference["step"]
+            and got["rng"]["python"]["gauss"] == reference["rng"]["python"]["gauss"]
+        )
     assert caught >= 30  # almost every byte is content (the buffer is ~90 % of the file)
 
 
@@ -255,8 +293,12 @@ def test_resume_with_nothing_to_resume_from_is_an_error_unless_auto(tmp_path) ->
     res = train(fresh, DATA, _cfg(tmp_path / "auto", resume="auto", iterations=2))
     assert res.step == 2 and [r["step"] for r in res.history] == [1, 2]
     steps_run: list[int] = []
-    res = train(Toy(), DATA, _cfg(tmp_path / "auto", resume="auto", iterations=3),
-                callback=lambda step, row: steps_run.append(step))
+    res = train(
+        Toy(),
+        DATA,
+        _cfg(tmp_path / "auto", resume="auto", iterations=3),
+        callback=lambda step, row: steps_run.append(step),
+    )
     assert steps_run == [3] and [r["step"] for r in res.history] == [1, 2, 3]  # continued at step 2
     with pytest.raises(ValueError, match="resume must be False, True or 'auto', got 'yes'"):
         TrainConfig(resume="yes")
@@ -280,5 +322,6 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path) -> None:
     stale = [f for f in os.listdir(out) if f.startswith(".checkpoint_last.pt.") and f != live.name]
     assert len(stale) == 1
     train(Toy(), DATA, _cfg(out, iterations=1))
-    assert sorted(os.listdir(out)) == sorted([live.name, other.name, "checkpoint_last.pt", "loss_curve.png",
-                                              "metrics.csv", "metrics.jsonl"])
+    assert sorted(os.listdir(out)) == sorted(
+        [live.name, other.name, "checkpoint_last.pt", "loss_curve.png", "metrics.csv", "metrics.jsonl"]
+    )

@@ -14,8 +14,27 @@ from focal_detect.cli import build_model, load_config_file, load_model, main
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
-    assert main(["export-synthetic", str(root / "train"), "--num-images", "8", "--image-size", "32", "--seed", "0"]) == 0
-    assert main(["export-synthetic", str(root / "val"), "--num-images", "4", "--image-size", "32", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "export-synthetic",
+                str(root / "train"),
+                "--num-images",
+                "8",
+                "--image-size",
+                "32",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["export-synthetic", str(root / "val"), "--num-images", "4", "--image-size", "32", "--seed", "7"]
+        )
+        == 0
+    )
     return root
 
 
@@ -23,27 +42,62 @@ def exported(tmp_path_factory):
 def test_train_evaluate_predict_end_to_end(exported, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[model]\npreset = "tiny"\nsize_divisible = 32\n[train]\nlr = 0.001\noptimizer = "adamw"\n')
-    rc = main([
-        "train", "--config", str(cfg),
-        "--train-images", str(exported / "train" / "images"),
-        "--train-annotations", str(exported / "train" / "annotations.json"),
-        "--val-images", str(exported / "val" / "images"),
-        "--val-annotations", str(exported / "val" / "annotations.json"),
-        "--iterations", "3", "--batch-size", "2", "--log-every", "1", "--output-dir", str(run), "--no-progress",
-    ])
+    cfg.write_text(
+        '[model]\npreset = "tiny"\nsize_divisible = 32\n[train]\nlr = 0.001\noptimizer = "adamw"\n'
+    )
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--train-images",
+            str(exported / "train" / "images"),
+            "--train-annotations",
+            str(exported / "train" / "annotations.json"),
+            "--val-images",
+            str(exported / "val" / "images"),
+            "--val-annotations",
+            str(exported / "val" / "annotations.json"),
+            "--iterations",
+            "3",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "1",
+            "--output-dir",
+            str(run),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "3 steps" in out and "AP50" in out
-    for name in ("model_final.pt", "checkpoint_last.pt", "metrics.csv", "loss_curve.png", "eval_metrics.json"):
+    for name in (
+        "model_final.pt",
+        "checkpoint_last.pt",
+        "metrics.csv",
+        "loss_curve.png",
+        "eval_metrics.json",
+    ):
         assert (run / name).is_file(), name
     ckpt = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert ckpt["train_config"]["lr"] == 0.001 and ckpt["train_config"]["optimizer"] == "adamw"
     assert ckpt["model_config"]["size_divisible"] == 32 and ckpt["model_config"]["backbone_width"] == 8
 
     metrics_file = tmp_path / "m.json"
-    rc = main(["evaluate", "--checkpoint", str(run / "model_final.pt"), "--images", str(exported / "val" / "images"),
-               "--annotations", str(exported / "val" / "annotations.json"), "--output", str(metrics_file)])
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "model_final.pt"),
+            "--images",
+            str(exported / "val" / "images"),
+            "--annotations",
+            str(exported / "val" / "annotations.json"),
+            "--output",
+            str(metrics_file),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     metrics = json.loads(metrics_file.read_text())
@@ -54,8 +108,20 @@ def test_train_evaluate_predict_end_to_end(exported, tmp_path, capsys) -> None:
     assert metrics == json.loads((run / "eval_metrics.json").read_text())
 
     images = [str(exported / "val" / "images" / f"{i:06d}.png") for i in range(2)]
-    rc = main(["predict", *images, "--checkpoint", str(run / "model_final.pt"), "--output-dir", str(tmp_path / "pred"),
-               "--score-threshold", "0.0", "--scale", "2"])
+    rc = main(
+        [
+            "predict",
+            *images,
+            "--checkpoint",
+            str(run / "model_final.pt"),
+            "--output-dir",
+            str(tmp_path / "pred"),
+            "--score-threshold",
+            "0.0",
+            "--scale",
+            "2",
+        ]
+    )
     assert rc == 0
     from PIL import Image
 
@@ -81,9 +147,20 @@ def test_demo_names_each_deviation_from_the_paper() -> None:
     from focal_detect.cli import DEMO_MODEL, DEMO_TRAIN, _demo_deviations
 
     text = "\n".join(_demo_deviations(DEMO_MODEL, DEMO_TRAIN))
-    for needle in ("128x128 px", "ResNet-18 of width 16", "trainable BatchNorm", "64/64 channels",
-                   "2 convs", "GroupNorm", "anchor base sizes (12, 24, 48, 96, 192)", "giou box loss", "adamw lr 0.004",
-                   "cosine", "bfloat16", "paper: SGD lr 0.01"):
+    for needle in (
+        "128x128 px",
+        "ResNet-18 of width 16",
+        "trainable BatchNorm",
+        "64/64 channels",
+        "2 convs",
+        "GroupNorm",
+        "anchor base sizes (12, 24, 48, 96, 192)",
+        "giou box loss",
+        "adamw lr 0.004",
+        "cosine",
+        "bfloat16",
+        "paper: SGD lr 0.01",
+    ):
         assert needle in text, needle
     # The demo model really is that configuration.
     cfg = build_model(5, "demo").config
@@ -127,8 +204,17 @@ def test_config_files_and_their_errors(tmp_path) -> None:
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
-    rc = main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--images", str(tmp_path),
-               "--annotations", str(tmp_path / "a.json")])
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--images",
+            str(tmp_path),
+            "--annotations",
+            str(tmp_path / "a.json"),
+        ]
+    )
     assert rc == 2
     assert "focal-detect evaluate: error: load_checkpoint: no checkpoint at" in capsys.readouterr().err
     cfg = tmp_path / "c.toml"
@@ -138,7 +224,10 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
     assert "unknown option(s) ['learning_rate']" in capsys.readouterr().err
     rc = main(["train", "--train-images", str(tmp_path)])
     assert rc == 2
-    assert "data.train_annotations (or --train-annotations, or --synthetic N) is required" in capsys.readouterr().err
+    assert (
+        "data.train_annotations (or --train-annotations, or --synthetic N) is required"
+        in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
@@ -162,8 +251,12 @@ def test_calibration_fits_the_step_count_to_the_budget(capsys) -> None:
     settings = {"time_budget_s": 1e-6, "batch_size": 2, "amp": False, "max_iterations": 500}
     try:
         assert _calibrate_iterations(build_model(5, "tiny", size_divisible=32), ds, settings) == 50  # floor
-        assert _calibrate_iterations(build_model(5, "tiny", size_divisible=32), ds,
-                                     {**settings, "time_budget_s": 1e6}) == 500  # cap
+        assert (
+            _calibrate_iterations(
+                build_model(5, "tiny", size_divisible=32), ds, {**settings, "time_budget_s": 1e6}
+            )
+            == 500
+        )  # cap
         assert torch.get_num_threads() in {1, threads}
     finally:
         torch.set_num_threads(threads)

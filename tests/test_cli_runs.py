@@ -20,9 +20,9 @@ def _noise(n: int) -> bytes:
 
 
 CONFIG = (
-    '[data]\nsynthetic = {num_images = 4, image_size = 32, val_images = 1}\n'
+    "[data]\nsynthetic = {num_images = 4, image_size = 32, val_images = 1}\n"
     '[model]\npreset = "tiny"\nsize_divisible = 32\nfrozen_bn = false\n'
-    '[train]\nbatch_size = 2\nlr = 0.01\nwarmup_iters = 0\nlog_every = 1\n'
+    "[train]\nbatch_size = 2\nlr = 0.01\nwarmup_iters = 0\nlog_every = 1\n"
 )
 
 
@@ -90,7 +90,9 @@ BAD_FILES = {
     "zero bytes": lambda p: p.write_bytes(b""),
     "random bytes": lambda p: p.write_bytes(_noise(5000)),
     "overwritten mid-file": lambda p: p.write_bytes(
-        p.read_bytes()[: p.stat().st_size // 2] + _noise(4096) + p.read_bytes()[p.stat().st_size // 2 + 4096 :]
+        p.read_bytes()[: p.stat().st_size // 2]
+        + _noise(4096)
+        + p.read_bytes()[p.stat().st_size // 2 + 4096 :]
     ),
     "bare tensor": lambda p: torch.save(torch.ones(2), p),
     "a directory": lambda p: (p.unlink(), p.mkdir()),
@@ -114,7 +116,15 @@ def test_bad_model_files_end_in_one_line_and_exit_2(kind, good_model, tmp_path, 
 
     Image.new("RGB", (32, 32)).save(image)
     for argv in (
-        ["evaluate", "--checkpoint", str(path), "--images", str(tmp_path), "--annotations", str(tmp_path / "a.json")],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(path),
+            "--images",
+            str(tmp_path),
+            "--annotations",
+            str(tmp_path / "a.json"),
+        ],
         ["predict", str(image), "--checkpoint", str(path), "--output-dir", str(tmp_path / "pred")],
     ):
         assert main(argv) == 2, argv

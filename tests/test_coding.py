@@ -112,8 +112,9 @@ def test_box_coder_module():
 def anchored_boxes(draw):
     kw = dict(min_n=1, max_n=6, dtype=torch.float64, allow_zero_area=False)
     boxes = draw(valid_boxes(**kw))
-    anchors = draw(valid_boxes(min_n=boxes.shape[0], max_n=boxes.shape[0], dtype=torch.float64,
-                               allow_zero_area=False))
+    anchors = draw(
+        valid_boxes(min_n=boxes.shape[0], max_n=boxes.shape[0], dtype=torch.float64, allow_zero_area=False)
+    )
     return boxes, anchors
 
 
@@ -121,16 +122,14 @@ def anchored_boxes(draw):
 def test_decode_inverts_encode_unclamped(pair, w):
     boxes, anchors = pair
     d = encode_boxes(boxes, anchors, w)
-    torch.testing.assert_close(decode_boxes(d, anchors, w, clamp=None), boxes,
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(decode_boxes(d, anchors, w, clamp=None), boxes, rtol=1e-9, atol=1e-9)
 
 
 @given(pair=anchored_boxes())
 def test_encode_inverts_decode_on_small_deltas(pair):
     _, anchors = pair
     d = torch.linspace(-2, 2, anchors.numel(), dtype=torch.float64).reshape(anchors.shape)
-    torch.testing.assert_close(encode_boxes(decode_boxes(d, anchors), anchors), d,
-                               rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(encode_boxes(decode_boxes(d, anchors), anchors), d, rtol=1e-7, atol=1e-7)
 
 
 def test_gradcheck_encode_decode():

@@ -51,8 +51,13 @@ def test_each_shape_fills_exactly_its_box(label: int) -> None:
     assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (10, 20, 70, 60)
     inside = d < 0
     frac = inside.sum() / (60 * 40)
-    expected = {"rectangle": 1.0, "ellipse": math.pi / 4, "triangle": 0.5, "ring": math.pi / 4 * (1 - 0.25),
-                "cross": 2 * 0.35 - 0.35**2}[SHAPE_CLASSES[label]]
+    expected = {
+        "rectangle": 1.0,
+        "ellipse": math.pi / 4,
+        "triangle": 0.5,
+        "ring": math.pi / 4 * (1 - 0.25),
+        "cross": 2 * 0.35 - 0.35**2,
+    }[SHAPE_CLASSES[label]]
     assert frac == pytest.approx(expected, abs=0.03)
 
 
@@ -130,10 +135,15 @@ def _write_set(tmp_path, annotations, images=None, categories=None, sizes=((20, 
     for i, (w, h) in enumerate(sizes):
         Image.new("RGB", (w, h), (i, 0, 0)).save(tmp_path / f"im{i}.png")
     if images is None:
-        images = [{"id": i + 1, "file_name": f"im{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
+        images = [
+            {"id": i + 1, "file_name": f"im{i}.png", "width": w, "height": h}
+            for i, (w, h) in enumerate(sizes)
+        ]
     data = {
         "images": images,
-        "categories": categories if categories is not None else [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}],
+        "categories": categories
+        if categories is not None
+        else [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}],
         "annotations": annotations,
     }
     path = tmp_path / "ann.json"
@@ -198,8 +208,10 @@ def test_coco_malformed_records_name_the_file_and_record(tmp_path, annotations, 
 
 
 def test_coco_image_problems_are_found_at_construction(tmp_path) -> None:
-    images = [{"id": 1, "file_name": "im0.png", "width": 20, "height": 10},
-              {"id": 2, "file_name": "missing.png", "width": 5, "height": 5}]
+    images = [
+        {"id": 1, "file_name": "im0.png", "width": 20, "height": 10},
+        {"id": 2, "file_name": "missing.png", "width": 5, "height": 5},
+    ]
     ann = _write_set(tmp_path, [], images=images)
     with pytest.raises(FileNotFoundError, match=r"1 image file\(s\).*missing.png"):
         CocoDetection(tmp_path, ann)
@@ -212,7 +224,10 @@ def test_coco_image_problems_are_found_at_construction(tmp_path) -> None:
     with pytest.raises(ValueError, match="image id 1: duplicate image id"):
         CocoDetection(tmp_path, ann)
     with pytest.raises(ValueError, match="image id 1: 'width' must be a positive finite number"):
-        CocoDetection(tmp_path, _write_set(tmp_path, [], images=[{"id": 1, "file_name": "im0.png", "width": float("inf")}]))
+        CocoDetection(
+            tmp_path,
+            _write_set(tmp_path, [], images=[{"id": 1, "file_name": "im0.png", "width": float("inf")}]),
+        )
 
 
 def test_coco_file_level_errors(tmp_path) -> None:
@@ -273,7 +288,9 @@ def test_seeded_augment_depends_only_on_seed_epoch_index() -> None:
 
 
 def test_collate_keeps_lists_and_rejects_bad_batches() -> None:
-    imgs, tgts = collate_detection([(torch.ones(3, 2, 2), {"image_id": 4}), (torch.zeros(3, 5, 3), {"image_id": 9})])
+    imgs, tgts = collate_detection(
+        [(torch.ones(3, 2, 2), {"image_id": 4}), (torch.zeros(3, 5, 3), {"image_id": 9})]
+    )
     assert [i.shape[1:] for i in imgs] == [(2, 2), (5, 3)] and [t["image_id"] for t in tgts] == [4, 9]
     with pytest.raises(ValueError, match="at least one sample"):
         collate_detection([])

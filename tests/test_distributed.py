@@ -37,9 +37,20 @@ def _model(distributed: bool):
 
 
 def _config(out: str, batch_size: int) -> TrainConfig:
-    return TrainConfig(iterations=2, batch_size=batch_size, lr=0.05, momentum=0.9, weight_decay=1e-4,
-                       warmup_iters=0, hflip=0.5, seed=5, progress=False, log_every=1,
-                       checkpoint_every=0, output_dir=out)
+    return TrainConfig(
+        iterations=2,
+        batch_size=batch_size,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        warmup_iters=0,
+        hflip=0.5,
+        seed=5,
+        progress=False,
+        log_every=1,
+        checkpoint_every=0,
+        output_dir=out,
+    )
 
 
 def _worker(rank: int, port: int, out: str) -> None:

@@ -43,8 +43,11 @@ def load_module(path: Path) -> ModuleType:
 
 # --------------------------------------------------------------------------- API pages
 
-_DIRECTIVE = re.compile(r"^\.\. (automodule|currentmodule|py:module|autofunction|autoclass|"
-                        r"autodata|autoexception)::\s*(\S+)", re.M)
+_DIRECTIVE = re.compile(
+    r"^\.\. (automodule|currentmodule|py:module|autofunction|autoclass|"
+    r"autodata|autoexception)::\s*(\S+)",
+    re.M,
+)
 
 
 def documented_entries() -> tuple[list[tuple[str, str]], set[str]]:
@@ -90,9 +93,7 @@ def test_api_pages_document_each_public_object_exactly_once() -> None:
     keys = [_key(m, n) for m, n in entries]
     twice = sorted({f"{m}.{n}" for (m, n), k in zip(entries, keys) if keys.count(k) > 1})
     assert not twice, f"documented more than once: {twice}"
-    missing = [
-        f"{m}.{n}" for m in sorted(modules) for n in _public(m) if _key(m, n) not in keys
-    ]
+    missing = [f"{m}.{n}" for m in sorted(modules) for n in _public(m) if _key(m, n) not in keys]
     assert not missing, f"public but not on any API page: {missing}"
 
 
@@ -149,7 +150,8 @@ def test_user_guide_pipeline_snippet_runs_and_matches_the_dense_path(capsys) -> 
     # Loss = (focal sum + smooth-L1 sum) / foreground count, and it backpropagates.
     divisor = float(fg.sum())
     assert ns["loss"].item() == pytest.approx(
-        (ns["cls_loss"].item() + ns["box_loss"].item()) / divisor, rel=1e-6)
+        (ns["cls_loss"].item() + ns["box_loss"].item()) / divisor, rel=1e-6
+    )
     assert ns["cls_logits"].grad is not None and ns["box_deltas"].grad[~fg].abs().sum() == 0
     assert "foreground per image" in capsys.readouterr().out
 
@@ -181,8 +183,7 @@ def test_tutorial_pages_display_whole_files_and_no_untested_code() -> None:
     assert {"coco_python.py", "torchrun_train.py", "torchvision_retinanet.py"} <= files
 
 
-def test_imbalanced_tutorial_prints_the_page_table_and_focal_loss_helps_the_rare_class(
-) -> None:
+def test_imbalanced_tutorial_prints_the_page_table_and_focal_loss_helps_the_rare_class() -> None:
     from tutorial_pages import console_output, run_tutorial
 
     command = "python imbalanced_classification.py"
@@ -194,7 +195,8 @@ def test_imbalanced_tutorial_prints_the_page_table_and_focal_loss_helps_the_rare
         name, *values = ours.split()
         assert name == theirs.split()[0]
         assert [float(v) for v in values] == pytest.approx(
-            [float(v) for v in theirs.split()[1:]], abs=0.005), (ours, theirs)
+            [float(v) for v in theirs.split()[1:]], abs=0.005
+        ), (ours, theirs)
         rows[name] = dict(zip(("recall", "precision", "ap", "easy"), map(float, values)))
     bce, focal = rows["bce"], rows["focal"]
     # At the default 0.5 threshold the alpha-balanced focal loss finds clearly more of
@@ -216,8 +218,18 @@ def tiny_shapes(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tutorial")
     for split, n, seed in (("shapes_train", 8, 0), ("shapes_val", 4, 1)):
-        main(["export-synthetic", str(folder / "data" / split), "--num-images", str(n),
-              "--image-size", "32", "--seed", str(seed)])
+        main(
+            [
+                "export-synthetic",
+                str(folder / "data" / split),
+                "--num-images",
+                str(n),
+                "--image-size",
+                "32",
+                "--seed",
+                str(seed),
+            ]
+        )
     return folder
 
 
@@ -238,8 +250,7 @@ def test_coco_python_tutorial_runs_as_displayed(tiny_shapes) -> None:
     shown = console_output("coco_data.rst", "python coco_python.py")
     printed = run_tutorial("coco_python.py", cwd=tiny_shapes, tiny=True)
     assert [_shape_of(line) for line in printed] == [_shape_of(line) for line in shown]
-    assert printed[0].startswith("trained 4 steps in ") and shown[0].startswith(
-        "trained 1200 steps in ")
+    assert printed[0].startswith("trained 4 steps in ") and shown[0].startswith("trained 1200 steps in ")
     assert printed[1].split() == ["AP", "AP50", "AP75", "APs", "APm", "APl"]
     assert (tiny_shapes / "runs" / "cpu_python" / "checkpoint_last.pt").exists()
 
@@ -249,10 +260,14 @@ def test_torchrun_tutorial_runs_two_gloo_processes_on_cpu(tiny_shapes) -> None:
     """torchrun_train.py under ``torchrun --standalone --nproc-per-node 2``, on CPUs."""
     from tutorial_pages import console_output, run_tutorial
 
-    shown = console_output("torchrun.rst", "FOCAL_DETECT_TUTORIAL_TINY=1 torchrun --standalone "
-                                           "--nproc-per-node 2 torchrun_train.py")
+    shown = console_output(
+        "torchrun.rst",
+        "FOCAL_DETECT_TUTORIAL_TINY=1 torchrun --standalone --nproc-per-node 2 torchrun_train.py",
+    )
     printed = run_tutorial(
-        "torchrun_train.py", cwd=tiny_shapes, tiny=True,
+        "torchrun_train.py",
+        cwd=tiny_shapes,
+        tiny=True,
         launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"),
     )
     assert [_shape_of(line) for line in printed] == [_shape_of(line) for line in shown]
@@ -273,8 +288,10 @@ def test_torchvision_tutorial_loss_matches_golden() -> None:
     tutorial = load_module(DOCS / "tutorials" / "torchvision_retinanet.py")
     golden = json.loads((DATA / "tutorial_tv_golden.json").read_text())
     targets = [
-        {"boxes": torch.tensor(t["boxes"], dtype=torch.float32),
-         "labels": torch.tensor(t["labels"], dtype=torch.int64)}
+        {
+            "boxes": torch.tensor(t["boxes"], dtype=torch.float32),
+            "labels": torch.tensor(t["labels"], dtype=torch.int64),
+        }
         for t in golden["targets"]
     ]
     head_outputs = {
@@ -288,8 +305,13 @@ def test_torchvision_tutorial_loss_matches_golden() -> None:
 
     from focal_detect.matching import assign_anchors
 
-    a = assign_anchors(anchors, [t["boxes"] for t in targets], [t["labels"] for t in targets],
-                       min_low_quality_iou=None, crowd_ioa_threshold=None)
+    a = assign_anchors(
+        anchors,
+        [t["boxes"] for t in targets],
+        [t["labels"] for t in targets],
+        min_low_quality_iou=None,
+        crowd_ioa_threshold=None,
+    )
     assert a.foreground.sum(1).tolist() == golden["torchvision_num_foreground"]
     assert (a.labels == -2).sum(1).tolist() == golden["torchvision_num_ignored"]
 
@@ -320,8 +342,15 @@ def test_coco_tutorial_cpu_config_is_the_demo_configuration() -> None:
     cfg = load_config_file(DOCS / "tutorials" / "retinanet_cpu.toml")
     train = TrainConfig.from_dict(cfg["train"])
     assert (train.iterations, train.batch_size, train.amp) == (1200, 16, True)
-    for key in ("optimizer", "lr", "weight_decay", "schedule", "warmup_factor",
-                "clip_grad_norm", "batch_size"):
+    for key in (
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "warmup_factor",
+        "clip_grad_norm",
+        "batch_size",
+    ):
         assert getattr(train, key) == DEMO_TRAIN[key], key
     model = dict(cfg["model"])
     assert model.pop("preset") == "demo" and not model
@@ -409,9 +438,11 @@ def _mini_site(tmp_path: Path, inventories: Path) -> Path:
     ext = _external_links()
     src = tmp_path / "src"
     src.mkdir(parents=True)
-    bases = {"python": "https://docs.python.org/3",
-             "torch": "https://docs.pytorch.org/docs/stable",
-             "torchvision": "https://docs.pytorch.org/vision/stable"}
+    bases = {
+        "python": "https://docs.python.org/3",
+        "torch": "https://docs.pytorch.org/docs/stable",
+        "torchvision": "https://docs.pytorch.org/vision/stable",
+    }
     mapping = {p: (bases[p], str(inventories / f"{p}.inv")) for p in bases}
     (src / "conf.py").write_text(
         "import sys\n"
@@ -433,9 +464,11 @@ def _mini_site(tmp_path: Path, inventories: Path) -> Path:
 
 def _build(src: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(src), str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(src), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -468,13 +501,13 @@ def test_docs_build_fails_on_a_link_without_fragment_or_off_the_inventory_pages(
         if kind == "no-fragment":
             text = text.replace("tensors.html#$", "tensors.html$")
         else:
-            text = "".join(line + "\n" for line in text.splitlines()
-                           if not line.startswith("tensors std:doc"))
+            text = "".join(
+                line + "\n" for line in text.splitlines() if not line.startswith("tensors std:doc")
+            )
         (folder / "torch.inv").write_bytes(b"\n".join(head) + b"\n" + zlib.compress(text.encode()))
         return folder
 
-    for kind, message in (("no-fragment", "has no #fragment"),
-                          ("no-page", "a page not in the inventory")):
+    for kind, message in (("no-fragment", "has no #fragment"), ("no-page", "a page not in the inventory")):
         src = _mini_site(tmp_path / kind, broken(kind))
         result = _build(src, tmp_path / kind / "html")
         assert result.returncode != 0, kind
@@ -490,10 +523,17 @@ def test_quoted_torch_versions_are_the_tested_with_list() -> None:
     """README.md and every page quote only the versions of conf.py's TESTED_WITH."""
     conf = (DOCS / "conf.py").read_text()
     tested = dict(re.findall(r'"(\w+_version)": "([\d.]+)"', conf))
-    allowed = {("torch", tested["torch_version"]), ("torch", tested["peer_torch_version"]),
-               ("torchvision", tested["peer_torchvision_version"])}
-    files = [ROOT / "README.md", *sorted(DOCS.rglob("*.rst")), *sorted(DOCS.rglob("*.toml")),
-             *sorted((DOCS / "tutorials").glob("*.py"))]
+    allowed = {
+        ("torch", tested["torch_version"]),
+        ("torch", tested["peer_torch_version"]),
+        ("torchvision", tested["peer_torchvision_version"]),
+    }
+    files = [
+        ROOT / "README.md",
+        *sorted(DOCS.rglob("*.rst")),
+        *sorted(DOCS.rglob("*.toml")),
+        *sorted((DOCS / "tutorials").glob("*.py")),
+    ]
     quoted = {(f.name, m) for f in files for m in _VERSION.findall(f.read_text())}
     assert quoted, "no version quoted anywhere"
     wrong = sorted(q for q in quoted if q[1] not in allowed)
@@ -501,8 +541,9 @@ def test_quoted_torch_versions_are_the_tested_with_list() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"torch=={tested['torch_version']}" in readme
     tv_page = (DOCS / "tutorials" / "torchvision_retinanet.rst").read_text()
-    assert (f"torch=={tested['peer_torch_version']} "
-            f"torchvision=={tested['peer_torchvision_version']}") in tv_page
+    assert (
+        f"torch=={tested['peer_torch_version']} torchvision=={tested['peer_torchvision_version']}"
+    ) in tv_page
 
 
 # ------------------------------------------------------------------------ API polish
@@ -518,8 +559,7 @@ def test_signature_defaults_keep_the_parentheses_precedence_needs() -> None:
     from sphinx.util.inspect import signature_from_str
 
     _conf()._unparse_binop_with_parentheses()
-    sig = signature_from_str(
-        "(scales=(1.0, 2 ** (1 / 3), 2 ** (2 / 3)), x=(1 - 2) * 3, y=2 ** 3 ** 2)")
+    sig = signature_from_str("(scales=(1.0, 2 ** (1 / 3), 2 ** (2 / 3)), x=(1 - 2) * 3, y=2 ** 3 ** 2)")
     defaults = [str(p.default) for p in sig.parameters.values()]
     assert defaults == ["(1.0, 2 ** (1 / 3), 2 ** (2 / 3))", "(1 - 2) * 3", "2 ** 3 ** 2"]
     assert eval(defaults[0]) == (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # our own literal
@@ -545,8 +585,7 @@ def test_api_pages_leave_out_torch_printing_hooks_and_keep_constant_summaries() 
 
 
 # Functions that take tensors but no shaped ones (state dicts of weights).
-_NO_SHAPE_SECTION = {"convert_torchvision_retinanet", "load_resnet_state_dict",
-                     "load_torchvision_retinanet"}
+_NO_SHAPE_SECTION = {"convert_torchvision_retinanet", "load_resnet_state_dict", "load_torchvision_retinanet"}
 
 
 def test_every_public_function_taking_tensors_has_a_shape_section() -> None:
@@ -564,10 +603,12 @@ def test_every_public_function_taking_tensors_has_a_shape_section() -> None:
             if any("Tensor" in str(v) for k, v in hints.items() if k != "return"):
                 seen += 1
                 doc = inspect.getdoc(obj) or ""
-                section = doc.split("\nShape:\n", 1)[1].split("\n\n", 1)[0] if (
-                    "\nShape:\n" in doc) else ""
-                tensors = [k for k, v in hints.items() if k != "return" and "Tensor" in str(v)
-                           and "dict" not in str(v)]
+                section = doc.split("\nShape:\n", 1)[1].split("\n\n", 1)[0] if ("\nShape:\n" in doc) else ""
+                tensors = [
+                    k
+                    for k, v in hints.items()
+                    if k != "return" and "Tensor" in str(v) and "dict" not in str(v)
+                ]
                 if not section or any(f"{t}:" not in section for t in tensors):
                     missing.append(f"{module_name}.{name}")
     assert seen >= 20

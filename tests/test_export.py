@@ -98,7 +98,9 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     model = _informative(build_model(4, "demo"), bias=BIAS, seed=0)
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "demo.onnx", metadata={"class_names": json.dumps(NAMES)})
+    path = export_onnx(
+        model, tmp_path_factory.mktemp("onnx") / "demo.onnx", metadata={"class_names": json.dumps(NAMES)}
+    )
     return model, path
 
 
@@ -156,7 +158,10 @@ def test_r50_torchvision_v1_onnxruntime_equals_eager(r50, hw) -> None:
     if hw == "float32-size-trap":
         # An input size where float32 size arithmetic would resize to another size.
         hw = next(
-            (h, w) for h in range(100, 400) for w in range(100, 400) if _float32_size_differs(h, w, R50_MIN, R50_MAX)
+            (h, w)
+            for h in range(100, 400)
+            for w in range(100, 400)
+            if _float32_size_differs(h, w, R50_MIN, R50_MAX)
         )
     torch.manual_seed(hw[0] * 1000 + hw[1])
     images = torch.rand(2, 3, *hw)
@@ -186,7 +191,11 @@ def test_onnx_graph_with_no_score_above_threshold_returns_only_padding(demo, tmp
     model, path = demo
     proto = onnx.load(path)
     (bias,) = [t for t in proto.graph.initializer if t.name.endswith("cls_logits.bias")]
-    bias.CopyFrom(onnx.numpy_helper.from_array(np.full(onnx.numpy_helper.to_array(bias).shape, -20.0, np.float32), bias.name))
+    bias.CopyFrom(
+        onnx.numpy_helper.from_array(
+            np.full(onnx.numpy_helper.to_array(bias).shape, -20.0, np.float32), bias.name
+        )
+    )
     onnx.save(proto, tmp_path / "quiet.onnx")
     images = torch.rand(2, 3, 64, 96)
     boxes, scores, labels, num = _session(str(tmp_path / "quiet.onnx")).run(None, {"images": images.numpy()})
@@ -235,11 +244,24 @@ def test_cli_predict_onnx_draws_the_onnxruntime_detections(demo, tmp_path, capsy
     from focal_detect.cli import main
 
     _, path = demo
-    Image.fromarray((np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)).save(tmp_path / "b.png")
+    Image.fromarray((np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)).save(
+        tmp_path / "b.png"
+    )
     out = tmp_path / "pred"
-    args = ["predict", "--onnx", str(path), str(tmp_path / "b.png"), "--output-dir", str(out), "--score-threshold", "0.3"]
+    args = [
+        "predict",
+        "--onnx",
+        str(path),
+        str(tmp_path / "b.png"),
+        "--output-dir",
+        str(out),
+        "--score-threshold",
+        "0.3",
+    ]
     assert main(args) == 0
-    image = np.asarray(Image.open(tmp_path / "b.png").convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    image = (
+        np.asarray(Image.open(tmp_path / "b.png").convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    )
     _, scores, _, num = _session(str(path)).run(None, {"images": image[None]})
     expected = int((scores[0, : int(num[0])] >= 0.3).sum())
     assert expected > 0
@@ -262,12 +284,26 @@ def test_cli_export_passes_the_checkpoint_model_and_class_names(tmp_path, monkey
         return path
 
     monkeypatch.setattr(export_mod, "export_onnx", fake_export)
-    rc = main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--format", "onnx",
-               "--output", str(tmp_path / "m.onnx"), "--opset", "17"])
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            str(tmp_path / "m.pt"),
+            "--format",
+            "onnx",
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--opset",
+            "17",
+        ]
+    )
     assert rc == 0
     assert seen["path"] == str(tmp_path / "m.onnx") and seen["opset"] == 17
     assert json.loads(seen["metadata"]["class_names"]) == ["cat", "dog"]
     assert json.loads(seen["metadata"]["category_ids"]) == [3, 5]
     torch.testing.assert_close(seen["model"].head.cls_logits.weight, model.head.cls_logits.weight)
     assert "wrote" in capsys.readouterr().out
-    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")]) == 2
+    assert (
+        main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")])
+        == 2
+    )

@@ -23,10 +23,34 @@ from hypothesis import strategies as st
 
 import focal_detect as fd
 
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
-          torch.int16, torch.int32, torch.int64, torch.bool]
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-30, 1e30, 3e38, -3e38, 1e300,
-           float("nan"), float("inf"), float("-inf")]
+DTYPES = [
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    2.0,
+    1e-30,
+    1e30,
+    3e38,
+    -3e38,
+    1e300,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+]
 
 COUNTS: collections.Counter[str] = collections.Counter()
 _COUNT_PATH = os.environ.get("FOCAL_DETECT_FUZZ_COUNTS")
@@ -42,8 +66,10 @@ if _COUNT_PATH:
 
 # Few examples per op in CI; the thorough profile (tests/conftest.py) raises it.
 _THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
-FAST = settings(max_examples=settings.get_profile("thorough").max_examples if _THOROUGH else 8,
-                suppress_health_check=list(HealthCheck))
+FAST = settings(
+    max_examples=settings.get_profile("thorough").max_examples if _THOROUGH else 8,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @st.composite
@@ -62,7 +88,11 @@ def tensors(draw, shape):
     n = 1
     for s in shape:
         n *= s
-    vals = draw(st.lists(st.one_of(st.sampled_from(SPECIAL), st.floats(-100, 100)), min_size=n, max_size=n)) if r < 6 else None
+    vals = (
+        draw(st.lists(st.one_of(st.sampled_from(SPECIAL), st.floats(-100, 100)), min_size=n, max_size=n))
+        if r < 6
+        else None
+    )
     if vals is None:
         t = torch.rand(shape) * 50
     else:
@@ -91,8 +121,14 @@ def _ops():
     n, k = 4, 3
     return {
         "sigmoid_focal_loss": (("inputs", "targets"), lambda d: (d(tensors((n, k))), d(tensors((n, k))))),
-        "sigmoid_focal_loss_star": (("inputs", "targets"), lambda d: (d(tensors((n, k))), d(tensors((n, k))))),
-        "sigmoid_focal_loss_from_labels": (("inputs", "labels"), lambda d: (d(tensors((n, k))), d(tensors((n,))))),
+        "sigmoid_focal_loss_star": (
+            ("inputs", "targets"),
+            lambda d: (d(tensors((n, k))), d(tensors((n, k)))),
+        ),
+        "sigmoid_focal_loss_from_labels": (
+            ("inputs", "labels"),
+            lambda d: (d(tensors((n, k))), d(tensors((n,)))),
+        ),
         "smooth_l1_loss": (("input", "target"), lambda d: (d(tensors((n, 4))), d(tensors((n, 4))))),
         "l1_loss": (("input", "target"), lambda d: (d(tensors((n, 4))), d(tensors((n, 4))))),
         "giou_loss": (("boxes1", "boxes2"), lambda d: (_boxes(d, n), _boxes(d, n))),
@@ -101,16 +137,34 @@ def _ops():
         "generalized_box_iou": (("boxes1", "boxes2"), lambda d: (_boxes(d, n), _boxes(d, 2))),
         "box_xyxy_to_cxcywh": (("boxes",), lambda d: (_boxes(d, n),)),
         "box_cxcywh_to_xyxy": (("boxes",), lambda d: (_boxes(d, n),)),
-        "clip_boxes": (("boxes", "size"), lambda d: (_boxes(d, n), d(st.sampled_from([(10, 20), (1e39, 1e39), (0, 0), (float("nan"), 1), 5])))),
-        "remove_small_boxes": (("boxes", "min_size"), lambda d: (_boxes(d, n), d(st.sampled_from([0.0, 1.0, -1.0, float("nan"), "a"])))),
-        "nms": (("boxes", "scores", "iou_threshold"), lambda d: (_boxes(d, n), d(tensors((n,))), d(st.sampled_from([0.5, 0.0, -1.0, float("nan")])))),
-        "batched_nms": (("boxes", "scores", "idxs", "iou_threshold"), lambda d: (_boxes(d, n), d(tensors((n,))), d(tensors((n,))), 0.5)),
+        "clip_boxes": (
+            ("boxes", "size"),
+            lambda d: (
+                _boxes(d, n),
+                d(st.sampled_from([(10, 20), (1e39, 1e39), (0, 0), (float("nan"), 1), 5])),
+            ),
+        ),
+        "remove_small_boxes": (
+            ("boxes", "min_size"),
+            lambda d: (_boxes(d, n), d(st.sampled_from([0.0, 1.0, -1.0, float("nan"), "a"]))),
+        ),
+        "nms": (
+            ("boxes", "scores", "iou_threshold"),
+            lambda d: (_boxes(d, n), d(tensors((n,))), d(st.sampled_from([0.5, 0.0, -1.0, float("nan")]))),
+        ),
+        "batched_nms": (
+            ("boxes", "scores", "idxs", "iou_threshold"),
+            lambda d: (_boxes(d, n), d(tensors((n,))), d(tensors((n,))), 0.5),
+        ),
         "encode_boxes": (("boxes", "anchors"), lambda d: (_boxes(d, n), _boxes(d, n))),
         "decode_boxes": (("deltas", "anchors"), lambda d: (_boxes(d, n), _boxes(d, n))),
         "match_anchors": (("quality", "valid"), lambda d: (d(tensors((2, n))), None)),
         "ohem_sample": (("losses", "labels"), lambda d: (d(tensors((2, n))), d(tensors((2, n))))),
         "focal_loss_cdf": (("logits", "labels"), lambda d: (d(tensors((n, k))), d(tensors((n,))))),
-        "prior_bias": (("prior",), lambda d: (d(st.sampled_from([1e-320, 0.01, 0.0, 1.0, float("nan"), "p", 5e-324])),)),
+        "prior_bias": (
+            ("prior",),
+            lambda d: (d(st.sampled_from([1e-320, 0.01, 0.0, 1.0, float("nan"), "p", 5e-324])),),
+        ),
     }
 
 
@@ -119,8 +173,13 @@ OPS = _ops()
 
 def test_every_public_function_is_fuzzed_or_listed():
     # Names not fuzzed here take modules, configs or no tensors.
-    skipped = {"init_conv_", "init_prior_bias_", "plot_focal_loss_cdf", "compiled_sigmoid_focal_loss",
-               "assign_anchors"}
+    skipped = {
+        "init_conv_",
+        "init_prior_bias_",
+        "plot_focal_loss_cdf",
+        "compiled_sigmoid_focal_loss",
+        "assign_anchors",
+    }
     funcs = {n for n in fd.__all__ if callable(getattr(fd, n)) and not isinstance(getattr(fd, n), type)}
     assert funcs - skipped == set(OPS)
 

@@ -39,7 +39,17 @@ def test_top_level_reexports_every_public_name_of_the_ops_modules() -> None:
 
     import focal_detect
 
-    for name in ("constants", "losses", "init", "boxes", "coding", "anchors", "matching", "sampling", "analysis"):
+    for name in (
+        "constants",
+        "losses",
+        "init",
+        "boxes",
+        "coding",
+        "anchors",
+        "matching",
+        "sampling",
+        "analysis",
+    ):
         mod = importlib.import_module(f"focal_detect.{name}")
         for public in mod.__all__:
             assert getattr(focal_detect, public) is getattr(mod, public), (name, public)

@@ -14,7 +14,9 @@ def test_prior_bias_closed_form() -> None:
     assert prior_bias(0.01) == pytest.approx(-math.log(99), rel=1e-12)
     assert prior_bias() == pytest.approx(-math.log(99), rel=1e-12)
     assert prior_bias(0.5) == 0.0
-    assert torch.sigmoid(torch.tensor(prior_bias(0.2), dtype=torch.float64)).item() == pytest.approx(0.2, rel=1e-12)
+    assert torch.sigmoid(torch.tensor(prior_bias(0.2), dtype=torch.float64)).item() == pytest.approx(
+        0.2, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5, float("nan")])

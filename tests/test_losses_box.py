@@ -19,13 +19,17 @@ def test_smooth_l1_matches_torch(beta: float) -> None:
     a = torch.randn(50, 4)
     b = torch.randn(50, 4)
     for red in ("none", "mean", "sum"):
-        torch.testing.assert_close(smooth_l1_loss(a, b, beta, red), F.smooth_l1_loss(a, b, reduction=red, beta=beta))
+        torch.testing.assert_close(
+            smooth_l1_loss(a, b, beta, red), F.smooth_l1_loss(a, b, reduction=red, beta=beta)
+        )
 
 
 def test_smooth_l1_closed_form_and_beta_zero_is_l1() -> None:
     d = torch.tensor([0.05, -0.05, 0.2, -3.0])
     got = smooth_l1_loss(d, torch.zeros(4), beta=0.11)
-    torch.testing.assert_close(got, torch.tensor([0.5 * 0.05**2 / 0.11, 0.5 * 0.05**2 / 0.11, 0.2 - 0.055, 3.0 - 0.055]))
+    torch.testing.assert_close(
+        got, torch.tensor([0.5 * 0.05**2 / 0.11, 0.5 * 0.05**2 / 0.11, 0.2 - 0.055, 3.0 - 0.055])
+    )
     torch.testing.assert_close(smooth_l1_loss(d, torch.zeros(4), beta=0.0), d.abs())
     torch.testing.assert_close(l1_loss(d, torch.zeros(4), reduction="sum"), d.abs().sum())
 
@@ -33,7 +37,9 @@ def test_smooth_l1_closed_form_and_beta_zero_is_l1() -> None:
 def test_giou_goldens_from_torchvision() -> None:
     # torchvision 0.29.1 generalized_box_iou_loss(boxes1, boxes2, reduction); see make_focal_goldens.py.
     for case in GOLDENS["giou"]:
-        got = giou_loss(torch.tensor(case["boxes1"]), torch.tensor(case["boxes2"]), reduction=case["reduction"])
+        got = giou_loss(
+            torch.tensor(case["boxes1"]), torch.tensor(case["boxes2"]), reduction=case["reduction"]
+        )
         torch.testing.assert_close(got.reshape(-1), torch.tensor(case["loss"]), rtol=1e-6, atol=1e-7)
 
 
@@ -65,7 +71,9 @@ def test_live_giou_parity_with_torchvision() -> None:
     b1 = torch.cat([xy, xy + torch.rand(40, 2) * 20], -1)
     xy2 = torch.rand(40, 2) * 50
     b2 = torch.cat([xy2, xy2 + torch.rand(40, 2) * 20], -1)
-    torch.testing.assert_close(giou_loss(b1, b2), tv.ops.generalized_box_iou_loss(b1, b2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        giou_loss(b1, b2), tv.ops.generalized_box_iou_loss(b1, b2), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_bad_arguments() -> None:

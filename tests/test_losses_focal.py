@@ -66,13 +66,17 @@ def test_gamma_zero_alpha_off_is_bce_with_logits() -> None:
     t = torch.rand(50, 7)
     for alpha in (None, -1):
         ours = sigmoid_focal_loss(x, t, alpha=alpha, gamma=0.0)
-        torch.testing.assert_close(ours, F.binary_cross_entropy_with_logits(x, t, reduction="none"), rtol=2e-5, atol=1e-6)
+        torch.testing.assert_close(
+            ours, F.binary_cross_entropy_with_logits(x, t, reduction="none"), rtol=2e-5, atol=1e-6
+        )
 
 
 def test_paper_down_weighting_factors() -> None:
     # gamma = 2: p_t = 0.9 -> 100x lower than CE; alpha off.
     x = torch.tensor([math.log(9.0)])
-    ratio = sigmoid_focal_loss(x, torch.ones(1), alpha=None) / F.binary_cross_entropy_with_logits(x, torch.ones(1))
+    ratio = sigmoid_focal_loss(x, torch.ones(1), alpha=None) / F.binary_cross_entropy_with_logits(
+        x, torch.ones(1)
+    )
     assert ratio.item() == pytest.approx(0.01, rel=1e-5)
 
 
@@ -261,7 +265,9 @@ def _golden_cases():
     return GOLDENS["focal"]
 
 
-@pytest.mark.parametrize("case", _golden_cases(), ids=lambda c: f"a{c['alpha']}-g{c['gamma']}-{c['reduction']}")
+@pytest.mark.parametrize(
+    "case", _golden_cases(), ids=lambda c: f"a{c['alpha']}-g{c['gamma']}-{c['reduction']}"
+)
 def test_matches_torchvision_goldens(case: dict) -> None:
     # Peer: torchvision 0.29.1 / torch 2.14.1, torchvision.ops.sigmoid_focal_loss(inputs,
     # targets, alpha, gamma, reduction); grad of loss.sum(). See tests/data/make_focal_goldens.py.

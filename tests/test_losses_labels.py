@@ -76,14 +76,18 @@ def test_gradcheck_float64_with_weights_and_ignores(reduction: str) -> None:
     x, labels, w = make(B=2, N=6, K=3, dtype=torch.float64)
     x.requires_grad_(True)
     assert (labels == IGNORE).any() and (labels >= 0).any()
-    assert torch.autograd.gradcheck(lambda z: sigmoid_focal_loss_from_labels(z, labels, w, reduction=reduction), (x,))
+    assert torch.autograd.gradcheck(
+        lambda z: sigmoid_focal_loss_from_labels(z, labels, w, reduction=reduction), (x,)
+    )
 
 
 def test_weights_requiring_grad_get_a_gradient() -> None:
     x, labels, w = make(B=1, N=5, K=3, dtype=torch.float64)
     x.requires_grad_(True)
     w.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: sigmoid_focal_loss_from_labels(a, labels, b, reduction="sum"), (x, w))
+    assert torch.autograd.gradcheck(
+        lambda a, b: sigmoid_focal_loss_from_labels(a, labels, b, reduction="sum"), (x, w)
+    )
 
 
 def test_chunked_rows_match_single_chunk(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,7 +110,9 @@ def test_half_precision_close_to_float32(shape, scale, seed, soft, dtype, gamma)
     torch.testing.assert_close(xh.grad.float(), x32.grad, rtol=rtol, atol=1e-5)
 
 
-@given(shape=shapes, seed=seeds, gamma=st.sampled_from([0.5, 2.0, 4.0]), beta=st.sampled_from([-1.0, 0.0, 1.0]))
+@given(
+    shape=shapes, seed=seeds, gamma=st.sampled_from([0.5, 2.0, 4.0]), beta=st.sampled_from([-1.0, 0.0, 1.0])
+)
 def test_focal_star_finite_and_non_negative_at_extremes(shape, seed, gamma, beta) -> None:
     x, t = draw_xt(shape, 1e4, seed, soft=False)
     xx = x.clone().requires_grad_(True)

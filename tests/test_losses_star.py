@@ -57,7 +57,9 @@ def test_gradcheck_float64(reduction: str) -> None:
     x = (torch.randn(5, 4, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
     soft = torch.rand(5, 4, generator=g, dtype=torch.float64)
     for kw in ({}, {"gamma": 2.0, "beta": 1.0, "alpha": 0.3}):
-        assert torch.autograd.gradcheck(lambda z: sigmoid_focal_loss_star(z, soft, reduction=reduction, **kw), (x,))
+        assert torch.autograd.gradcheck(
+            lambda z: sigmoid_focal_loss_star(z, soft, reduction=reduction, **kw), (x,)
+        )
 
 
 def test_reductions_consistent() -> None:

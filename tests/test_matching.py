@@ -49,8 +49,9 @@ def test_matches_torchvision_golden_matrices(idx: int) -> None:
     # Peer: torchvision 0.29.1 Matcher(high, low, allow_low_quality_matches)(q), see
     # tests/data/make_matcher_goldens.py. Guard off = torchvision-exact.
     case = GOLDEN["matrix_cases"][idx]
-    got = Matcher(case["high"], case["low"], case["allow_low_quality_matches"],
-                  min_low_quality_iou=None)(_quality(case))
+    got = Matcher(case["high"], case["low"], case["allow_low_quality_matches"], min_low_quality_iou=None)(
+        _quality(case)
+    )
     assert got.tolist() == case["expected"]
 
 
@@ -146,15 +147,21 @@ def test_mmdetection_low_quality_overrides_a_high_match() -> None:
     assert match_anchors(q, low_quality="mmdetection").tolist() == [1, BACKGROUND]
 
 
-@given(m=st.integers(1, 5), n=st.integers(1, 20), seed=st.integers(0, 2**16),
-       high=st.sampled_from([0.5, 0.7]), min_pos=st.sampled_from([0.0, 0.3]))
+@given(
+    m=st.integers(1, 5),
+    n=st.integers(1, 20),
+    seed=st.integers(0, 2**16),
+    high=st.sampled_from([0.5, 0.7]),
+    min_pos=st.sampled_from([0.0, 0.3]),
+)
 def test_mmdetection_mode_equals_reference_loop(m, n, seed, high, min_pos) -> None:
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 6, (m, n), generator=g).float() / 5
     # mmdet's min_pos_iou is ">="; our guard is ">": 0.0 with ">=" == guard off
     guard = None if min_pos == 0.0 else min_pos - 1e-6
-    got = match_anchors(q, high_threshold=high, low_threshold=0.4, low_quality="mmdetection",
-                        min_low_quality_iou=guard)
+    got = match_anchors(
+        q, high_threshold=high, low_threshold=0.4, low_quality="mmdetection", min_low_quality_iou=guard
+    )
     assert torch.equal(got, _mmdet_reference(q, high, 0.4, min_pos))
 
 
@@ -187,8 +194,14 @@ def test_all_invalid_rows_give_background() -> None:
     assert match_anchors(q, valid).tolist() == [[BACKGROUND] * 3]
 
 
-@given(b=st.integers(1, 4), m=st.integers(0, 5), n=st.integers(1, 12), seed=st.integers(0, 2**16),
-       mode=st.sampled_from(["torchvision", "mmdetection"]), guard=st.sampled_from([None, 0.0]))
+@given(
+    b=st.integers(1, 4),
+    m=st.integers(0, 5),
+    n=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    mode=st.sampled_from(["torchvision", "mmdetection"]),
+    guard=st.sampled_from([None, 0.0]),
+)
 def test_batched_with_mask_equals_per_image(b, m, n, seed, mode, guard) -> None:
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 6, (b, m, n), generator=g).float() / 5
@@ -230,7 +243,11 @@ def test_matcher_does_not_modify_its_input() -> None:
     [
         ({"high_threshold": 1.5}, ValueError, "high_threshold must be in"),
         ({"low_threshold": -0.1}, ValueError, "low_threshold must be in"),
-        ({"high_threshold": 0.3, "low_threshold": 0.4}, ValueError, "low_threshold must be <= high_threshold"),
+        (
+            {"high_threshold": 0.3, "low_threshold": 0.4},
+            ValueError,
+            "low_threshold must be <= high_threshold",
+        ),
         ({"allow_low_quality_matches": 1}, TypeError, "allow_low_quality_matches must be a bool"),
         ({"low_quality": "detectron"}, ValueError, "low_quality must be one of"),
         ({"min_low_quality_iou": 2.0}, ValueError, "min_low_quality_iou must be in"),

@@ -52,8 +52,10 @@ def fixed_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     g = torch.Generator().manual_seed(3)
     images = [torch.rand(3, 96, 128, generator=g), torch.rand(3, 80, 100, generator=g)]
     targets = [
-        {"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [64.0, 8.0, 120.0, 40.0]]),
-         "labels": torch.tensor([0, 2])},
+        {
+            "boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [64.0, 8.0, 120.0, 40.0]]),
+            "labels": torch.tensor([0, 2]),
+        },
         {"boxes": torch.tensor([[20.0, 20.0, 52.0, 60.0]]), "labels": torch.tensor([1])},
     ]
     return images, targets
@@ -205,7 +207,11 @@ def test_fpn_levels_and_p6_source(p6_from: str) -> None:
     c = [torch.randn(1, 8, 16, 12), torch.randn(1, 16, 8, 6), torch.randn(1, 32, 4, 3)]
     p3, p4, p5, p6, p7 = fpn(c)
     assert [tuple(p.shape) for p in (p3, p4, p5, p6, p7)] == [
-        (1, 4, 16, 12), (1, 4, 8, 6), (1, 4, 4, 3), (1, 4, 2, 2), (1, 4, 1, 1)
+        (1, 4, 16, 12),
+        (1, 4, 8, 6),
+        (1, 4, 4, 3),
+        (1, 4, 2, 2),
+        (1, 4, 1, 1),
     ]
     src = c[2] if p6_from == "c5" else p5
     torch.testing.assert_close(p6, fpn.p6(src))
@@ -267,7 +273,10 @@ def test_config_is_frozen_and_has_paper_defaults() -> None:
     cfg = RetinaNetConfig()
     assert (cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.focal_alpha, cfg.focal_gamma) == (0.5, 0.4, 0.25, 2.0)
     assert (cfg.smooth_l1_beta, cfg.topk_candidates, cfg.nms_thresh, cfg.detections_per_img) == (
-        0.11, 1000, 0.5, 100
+        0.11,
+        1000,
+        0.5,
+        100,
     )
     assert (cfg.fpn_channels, cfg.head_convs, cfg.size_divisible, cfg.p6_from) == (256, 4, 128, "c5")
     with pytest.raises(AttributeError):
@@ -443,8 +452,9 @@ def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_siz
             idx = idx[j]
             a = idx // cfg.num_classes
             bx = model.box_coder.decode(deltas[i][a], anc[a])
-            bx = torch.stack([bx[:, 0].clamp(0, w), bx[:, 1].clamp(0, h),
-                              bx[:, 2].clamp(0, w), bx[:, 3].clamp(0, h)], 1)
+            bx = torch.stack(
+                [bx[:, 0].clamp(0, w), bx[:, 1].clamp(0, h), bx[:, 2].clamp(0, w), bx[:, 3].clamp(0, h)], 1
+            )
             boxes.append(bx), scores.append(s), labels.append(idx % cfg.num_classes)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
         keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)[: cfg.detections_per_img]
@@ -492,7 +502,10 @@ def test_nms_and_detection_cap_are_per_image_and_per_class() -> None:
 
 # --------------------------------------------------------------------------- input checks
 def _target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
 
 
 @pytest.mark.parametrize(
@@ -502,8 +515,14 @@ def _target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tens
         (_target([[10, 0, 5, 10]], [0]), r"targets\[0\]\['boxes'\] must have x2 >= x1"),
         (_target([[0, 0, 10, 10]], [3]), r"targets\[0\]\['labels'\] must be in \[0, 3\)"),
         (_target([[0, 0, 10, 10]], [-1]), r"targets\[0\]\['labels'\] must be in"),
-        ({"boxes": torch.zeros(2, 5), "labels": torch.zeros(2, dtype=torch.int64)}, r"\['boxes'\] must have shape"),
-        ({"boxes": torch.zeros(2, 4), "labels": torch.zeros(3, dtype=torch.int64)}, r"\['labels'\] must have shape"),
+        (
+            {"boxes": torch.zeros(2, 5), "labels": torch.zeros(2, dtype=torch.int64)},
+            r"\['boxes'\] must have shape",
+        ),
+        (
+            {"boxes": torch.zeros(2, 4), "labels": torch.zeros(3, dtype=torch.int64)},
+            r"\['labels'\] must have shape",
+        ),
         ({"boxes": torch.zeros(2, 4)}, "must have key 'labels'"),
     ],
 )
@@ -614,8 +633,9 @@ def test_torchvision_golden_detections_and_losses(channels_last: bool) -> None:
 
 def test_torchvision_loader_rejects_mismatched_models() -> None:
     golden = torch.load(GOLDEN, weights_only=True)
-    wrong = RetinaNet(RetinaNetConfig.torchvision_v1(num_classes=5, backbone_width=8, fpn_channels=32,
-                                                     frozen_bn=False))
+    wrong = RetinaNet(
+        RetinaNetConfig.torchvision_v1(num_classes=5, backbone_width=8, fpn_channels=32, frozen_bn=False)
+    )
     with pytest.raises(ValueError, match="shapes must match"):
         load_torchvision_retinanet(wrong, golden["state_dict"])
     partial = dict(golden["state_dict"])
@@ -691,9 +711,16 @@ def test_every_matching_option_reaches_assign_anchors(monkeypatch, changes) -> N
 
     monkeypatch.setattr(rn, "assign_anchors", spy)
     model = tiny(**changes).train()
-    model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])}])
-    defaults = {"low_quality": "torchvision", "min_low_quality_iou": 0.0, "crowd_ioa_threshold": 0.5,
-                "allow_low_quality_matches": True}
+    model(
+        [torch.rand(3, 64, 64)],
+        [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])}],
+    )
+    defaults = {
+        "low_quality": "torchvision",
+        "min_low_quality_iou": 0.0,
+        "crowd_ioa_threshold": 0.5,
+        "allow_low_quality_matches": True,
+    }
     for key, default in defaults.items():
         assert seen[key] == changes.get(key, default), key
 
@@ -704,7 +731,10 @@ def test_config_rejects_bad_matching_and_stride_settings() -> None:
         ({"min_low_quality_iou": 1.5}, "min_low_quality_iou must be a number in"),
         ({"crowd_ioa_threshold": 0.0}, "crowd_ioa_threshold must be a number in"),
         ({"derive_anchor_strides": 1}, "derive_anchor_strides must be a bool"),
-        ({"anchor_strides": (8, 16, 32, 64)}, r"anchor settings must be valid.*strides must have the same length"),
+        (
+            {"anchor_strides": (8, 16, 32, 64)},
+            r"anchor settings must be valid.*strides must have the same length",
+        ),
         ({"anchor_strides": (8, 16, 32, 64, (128, 0))}, r"anchor settings must be valid.*must be positive"),
     ]:
         with pytest.raises(ValueError, match=match):

@@ -35,7 +35,10 @@ def _batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     images = torch.rand(2, 3, 64, 64, generator=g)
     targets = [
         {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0]]), "labels": torch.tensor([1])},
-        {"boxes": torch.tensor([[20.0, 10.0, 60.0, 30.0], [2.0, 30.0, 30.0, 62.0]]), "labels": torch.tensor([0, 2])},
+        {
+            "boxes": torch.tensor([[20.0, 10.0, 60.0, 30.0], [2.0, 30.0, 30.0, 62.0]]),
+            "labels": torch.tensor([0, 2]),
+        },
     ]
     return images, targets
 
@@ -91,8 +94,14 @@ def test_ohem_with_a_batch_larger_than_the_image_is_plain_focal_loss() -> None:
 
 
 def test_ohem_nms_uses_the_anchors() -> None:
-    model = _model(cls_loss="ohem", focal_gamma=0.0, focal_alpha=None, ohem_batch_size_per_image=2,
-                   ohem_positive_fraction=None, ohem_nms_thresh=0.5)
+    model = _model(
+        cls_loss="ohem",
+        focal_gamma=0.0,
+        focal_alpha=None,
+        ohem_batch_size_per_image=2,
+        ohem_positive_fraction=None,
+        ohem_nms_thresh=0.5,
+    )
     logits = torch.tensor([[[3.0], [2.0], [1.0]]])  # background: loss increases with the logit
     labels = torch.full((1, 3), BACKGROUND)
     anchors = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [50.0, 50, 60, 60]])

@@ -34,7 +34,7 @@ def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> list
             if suppressed[i]:
                 continue
             keep.append(i)
-            for j in order[a + 1:]:
+            for j in order[a + 1 :]:
                 if suppressed[j]:
                     continue
                 w = max(dt(0), min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
@@ -75,8 +75,9 @@ def small_blocks(monkeypatch):
 
 
 def test_nms_closed_form():
-    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 10.0, 5.0],
-                      [20.0, 20.0, 30.0, 30.0]])
+    b = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0]]
+    )
     s = torch.tensor([0.9, 0.8, 0.95, 0.7])
     # 2 (0.95) keeps; 0 has IoU 0.5 with 2, not > 0.5: kept; 1 overlaps 0 by 81/119.
     assert nms(b, s, 0.5).tolist() == [2, 0, 3]
@@ -115,15 +116,24 @@ def test_boxes_requiring_grad_are_accepted():
 
 
 def test_empty_input_returns_empty_int64():
-    for out in (nms(torch.zeros(0, 4), torch.zeros(0), 0.5),
-                batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)):
+    for out in (
+        nms(torch.zeros(0, 4), torch.zeros(0), 0.5),
+        batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5),
+    ):
         assert out.dtype == torch.int64 and out.shape == (0,)
 
 
 def test_nan_scores_come_last_and_never_suppress_a_scored_box():
     # 0.1.0 sorted NaN first (as torch.sort): box 1 suppressed box 0 -> [1, 2].
-    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0],
-                      [50.0, 50.0, 60.0, 60.0], [80.0, 80.0, 90.0, 90.0]])
+    b = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [50.0, 50.0, 60.0, 60.0],
+            [50.0, 50.0, 60.0, 60.0],
+            [80.0, 80.0, 90.0, 90.0],
+        ]
+    )
     nan, inf = float("nan"), float("inf")
     s = torch.tensor([0.9, nan, 0.5, -inf, nan])
     # box 3 (-inf) is suppressed by box 2; box 1 (NaN) by box 0; box 4 (NaN) kept, last
@@ -194,10 +204,10 @@ def nms_inputs(draw, max_n=25):
     n = b.shape[0]
     degenerate = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     b[torch.tensor(degenerate, dtype=torch.bool), 2] -= 3  # some x2 < x1
-    s = torch.tensor(draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)),
-                     dtype=torch.float32).reshape(n)
-    i = torch.tensor(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)),
-                     dtype=torch.int64).reshape(n)
+    s = torch.tensor(draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), dtype=torch.float32).reshape(
+        n
+    )
+    i = torch.tensor(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), dtype=torch.int64).reshape(n)
     thr = draw(st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 1.0]))
     return b, s, i, thr
 

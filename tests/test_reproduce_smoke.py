@@ -19,10 +19,22 @@ def test_smoke_run_writes_every_table_with_finite_numbers(tmp_path) -> None:  # 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, SCRIPT, "--smoke", "--threads", "1", "--out", str(out), "--plot", str(plot)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for title in ("Sec. 5.1", "Table 1a", "Table 1b", "Table 1d", "Appendix A", "Figure 4", "Ordering checks"):
+    for title in (
+        "Sec. 5.1",
+        "Table 1a",
+        "Table 1b",
+        "Table 1d",
+        "Appendix A",
+        "Figure 4",
+        "Ordering checks",
+    ):
         assert title in proc.stdout, title
     data = json.loads(out.read_text())
     tables = data["summary"]["tables"]

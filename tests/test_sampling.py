@@ -13,6 +13,7 @@ def _reference(losses: torch.Tensor, labels: torch.Tensor, size: int, frac: floa
     """Plain per-image loop: sort candidates by loss (ties: lower index first)."""
     out = torch.zeros(labels.shape, dtype=torch.bool)
     for b in range(labels.shape[0]):
+
         def top(idx: list[int], k: int) -> list[int]:
             return sorted(idx, key=lambda i: (-float(losses[b, i]), i))[:k]
 
@@ -97,7 +98,9 @@ def test_nms_suppresses_overlapping_lower_loss_anchors() -> None:
     losses = torch.tensor([[3.0, 2.0, 1.0, 0.5]])
     labels = torch.full((1, 4), BACKGROUND)
     plain = ohem_sample(losses, labels, batch_size_per_image=2, positive_fraction=None)
-    with_nms = ohem_sample(losses, labels, batch_size_per_image=2, positive_fraction=None, boxes=boxes, nms_threshold=0.5)
+    with_nms = ohem_sample(
+        losses, labels, batch_size_per_image=2, positive_fraction=None, boxes=boxes, nms_threshold=0.5
+    )
     assert plain.tolist() == [[True, True, False, False]]
     assert with_nms.tolist() == [[True, False, True, False]]  # anchor 1 overlaps anchor 0
 
@@ -107,7 +110,9 @@ def test_nms_is_per_image() -> None:
     boxes = box.expand(2, 2, 4).clone()
     losses = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
     labels = torch.full((2, 2), BACKGROUND)
-    mask = ohem_sample(losses, labels, batch_size_per_image=2, positive_fraction=None, boxes=boxes, nms_threshold=0.5)
+    mask = ohem_sample(
+        losses, labels, batch_size_per_image=2, positive_fraction=None, boxes=boxes, nms_threshold=0.5
+    )
     assert mask.tolist() == [[True, False], [False, True]]
 
 
@@ -119,7 +124,9 @@ def test_weights_with_focal_loss_from_labels_equal_the_masked_sum() -> None:
     _, labels = _random_case(1, b=2, n=50, k=3)
     per_anchor = sigmoid_focal_loss_from_labels(logits, labels, alpha=None, gamma=0.0).sum(-1)
     mask = ohem_sample(per_anchor, labels, batch_size_per_image=8)
-    total = sigmoid_focal_loss_from_labels(logits, labels, weights=mask.float(), alpha=None, gamma=0.0, reduction="sum")
+    total = sigmoid_focal_loss_from_labels(
+        logits, labels, weights=mask.float(), alpha=None, gamma=0.0, reduction="sum"
+    )
     torch.testing.assert_close(total, per_anchor[mask].sum())
     assert int(mask.sum()) == 16
 

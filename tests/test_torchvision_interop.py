@@ -24,7 +24,7 @@ from focal_detect.models import RetinaNet, RetinaNetConfig, load_torchvision_ret
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "retinanet_tv_golden_800.pt"
 sys.path.insert(0, str(DATA))
-from make_retinanet_golden_800 import SHAPES, cases, image  # noqa: E402  (torch-only helpers)
+from make_retinanet_golden_800 import SHAPES, cases, image
 
 BOX_ATOL = 1e-3
 LOSS_RTOL = 1e-5
@@ -268,10 +268,15 @@ def test_live_full_r50_torchvision_default_sizes(full_r50, index: int) -> None:
 
 def test_live_full_r50_nominal_strides_are_not_exact(full_r50) -> None:
     tv, _, state = full_r50
-    nominal = RetinaNet(RetinaNetConfig.torchvision_v1(
-        num_classes=91, frozen_bn=False, trainable_layers=5, derive_anchor_strides=False,
-        min_low_quality_iou=0.0,
-    ))
+    nominal = RetinaNet(
+        RetinaNetConfig.torchvision_v1(
+            num_classes=91,
+            frozen_bn=False,
+            trainable_layers=5,
+            derive_anchor_strides=False,
+            min_low_quality_iou=0.0,
+        )
+    )
     # the large box is matched at P6/P7, where nominal and derived strides differ (the
     # 300 detections of this image happen to come from P3-P5 and agree)
     res = run_case(tv, nominal, state, LIVE_CASES[0])
@@ -283,9 +288,12 @@ def interop_table(full: bool = True) -> str:
     [--slim-only])."""
     import torchvision
 
-    rows = [f"torchvision {torchvision.__version__}, torch {torch.__version__}", "",
-            "| model | case | mode | detections equal | count | max box diff | max score diff | loss rel. diff (cls, box) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"torchvision {torchvision.__version__}, torch {torch.__version__}",
+        "",
+        "| model | case | mode | detections equal | count | max box diff | max score diff | loss rel. diff (cls, box) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     golden = _golden()
     nominal = {"derive_anchor_strides": False, "min_low_quality_iou": 0.0}
     for label, changes in (("slim golden", {}), ("slim golden, nominal strides (0.1.0)", nominal)):
@@ -296,11 +304,17 @@ def interop_table(full: bool = True) -> str:
                 if "detections" in case:
                     c = compare(g_model.eval()([im.clone() for im in images]), case["detections"])
                     eq = c["same_count"] and c["same_labels"] and c["box"] <= BOX_ATOL
-                    rows.append(f"| {label} | {case['name']} | eval | {'yes' if eq else 'NO'} | {c['counts']} | "
-                                f"{c['box']:.1e} | {c['score']:.1e} | |")
-                rel = loss_rel(g_model.train()([im.clone() for im in images], case["targets"]), case["losses"])
-            rows.append(f"| {label} | {case['name']} | train | | | | | "
-                        f"{rel['classification']:.1e}, {rel['bbox_regression']:.1e} |")
+                    rows.append(
+                        f"| {label} | {case['name']} | eval | {'yes' if eq else 'NO'} | {c['counts']} | "
+                        f"{c['box']:.1e} | {c['score']:.1e} | |"
+                    )
+                rel = loss_rel(
+                    g_model.train()([im.clone() for im in images], case["targets"]), case["losses"]
+                )
+            rows.append(
+                f"| {label} | {case['name']} | train | | | | | "
+                f"{rel['classification']:.1e}, {rel['bbox_regression']:.1e} |"
+            )
     variants = (("full R50", {}), ("full R50, nominal strides (0.1.0)", nominal))
     for label, changes in variants if full else ():
         tv, ours, state = build_full_r50(**changes)
@@ -309,11 +323,15 @@ def interop_table(full: bool = True) -> str:
             if "det" in res:
                 c = compare(res["det"], res["ref_det"])
                 eq = c["same_count"] and c["same_labels"] and c["box"] <= BOX_ATOL
-                rows.append(f"| {label} | {case['name']} | eval | {'yes' if eq else 'NO'} | {c['counts']} | "
-                            f"{c['box']:.1e} | {c['score']:.1e} | (scores > 0.05: {res.get('candidates', '-')}) |")
+                rows.append(
+                    f"| {label} | {case['name']} | eval | {'yes' if eq else 'NO'} | {c['counts']} | "
+                    f"{c['box']:.1e} | {c['score']:.1e} | (scores > 0.05: {res.get('candidates', '-')}) |"
+                )
             rel = loss_rel(res["loss"], res["ref_loss"])
-            rows.append(f"| {label} | {case['name']} | train | | | | | "
-                        f"{rel['classification']:.1e}, {rel['bbox_regression']:.1e} |")
+            rows.append(
+                f"| {label} | {case['name']} | train | | | | | "
+                f"{rel['classification']:.1e}, {rel['bbox_regression']:.1e} |"
+            )
             print(rows[-1], flush=True)
     return "\n".join(rows)
 

@@ -46,8 +46,16 @@ class Toy(nn.Module):
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(iterations=4, batch_size=2, lr=0.01, warmup_iters=0, progress=False,
-                output_dir=str(tmp_path), log_every=1, checkpoint_every=0)
+    base = dict(
+        iterations=4,
+        batch_size=2,
+        lr=0.01,
+        warmup_iters=0,
+        progress=False,
+        output_dir=str(tmp_path),
+        log_every=1,
+        checkpoint_every=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -146,8 +154,18 @@ def _tiny_model(seed: int = 0):
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
     data = SyntheticShapes(num_images=6, image_size=32, seed=0, max_objects=3)
-    kw = dict(iterations=5, batch_size=2, lr=0.01, warmup_iters=2, hflip=0.5, seed=3, log_every=1,
-              checkpoint_every=2, momentum=0.9, milestones=(0.6,))
+    kw = dict(
+        iterations=5,
+        batch_size=2,
+        lr=0.01,
+        warmup_iters=2,
+        hflip=0.5,
+        seed=3,
+        log_every=1,
+        checkpoint_every=2,
+        momentum=0.9,
+        milestones=(0.6,),
+    )
     full_model = _tiny_model()
     full = train(full_model, data, _cfg(tmp_path / "full", **kw))
 
@@ -168,8 +186,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
         assert torch.equal(full_sd[k], res_sd[k]), k  # bitwise, buffers included
     assert [r["loss"] for r in full.history] == [r["loss"] for r in second.history]
     # The resumed run's metrics files continue the interrupted ones: no gap, no duplicate.
-    rows = {name: [(r["step"], r["loss"]) for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))]
-            for name in ("full", "part")}
+    rows = {
+        name: [(r["step"], r["loss"]) for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))]
+        for name in ("full", "part")
+    }
     assert [s for s, _ in rows["part"]] == ["1", "2", "3", "4", "5"] and rows["part"] == rows["full"]
     a = load_checkpoint(tmp_path / "full" / "checkpoint_last.pt")
     b = load_checkpoint(tmp_path / "part" / "checkpoint_last.pt")

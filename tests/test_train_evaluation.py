@@ -20,9 +20,14 @@ from focal_detect.evaluation import (
 def _gt(crowd: bool = False):
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0}]
     if crowd:
-        anns.append({"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 60, 30, 30], "area": 900, "iscrowd": 1})
-    return {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "a"}],
-            "annotations": anns}
+        anns.append(
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 60, 30, 30], "area": 900, "iscrowd": 1}
+        )
+    return {
+        "images": [{"id": 1, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": anns,
+    }
 
 
 def _det(x, y, w, h, score=0.9):
@@ -55,8 +60,12 @@ def test_no_detections_score_zero() -> None:
 
 
 def test_detections_to_coco_maps_labels_and_checks_them() -> None:
-    det = {"image_id": 3, "boxes": torch.tensor([[1.0, 2.0, 5.0, 10.0]]), "scores": torch.tensor([0.25]),
-           "labels": torch.tensor([2])}
+    det = {
+        "image_id": 3,
+        "boxes": torch.tensor([[1.0, 2.0, 5.0, 10.0]]),
+        "scores": torch.tensor([0.25]),
+        "labels": torch.tensor([2]),
+    }
     assert detections_to_coco([det], [4, 5, 6]) == [
         {"image_id": 3, "category_id": 6, "bbox": [1.0, 2.0, 4.0, 8.0], "score": 0.25}
     ]
@@ -112,7 +121,9 @@ def test_format_metrics_prints_percent_and_na() -> None:
 def test_draw_detections_colours_box_edges_above_threshold() -> None:
     img = torch.zeros(3, 60, 60)
     boxes = torch.tensor([[20.0, 20.0, 40.0, 40.0], [45.0, 45.0, 58.0, 58.0]])
-    pil = draw_detections(img, boxes, torch.tensor([0, 1]), torch.tensor([0.9, 0.1]), ["a", "b"], score_threshold=0.3)
+    pil = draw_detections(
+        img, boxes, torch.tensor([0, 1]), torch.tensor([0.9, 0.1]), ["a", "b"], score_threshold=0.3
+    )
     assert pil.getpixel((20, 30)) != (0, 0, 0)  # left edge of the kept box
     assert pil.getpixel((45, 50)) == (0, 0, 0)  # low-score box not drawn
     assert pil.getpixel((30, 30)) == (0, 0, 0)  # inside stays untouched

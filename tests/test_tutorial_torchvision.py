@@ -88,8 +88,7 @@ def test_script_prints_what_the_page_shows() -> None:
 
     shown = console_output("torchvision_retinanet.rst", "python torchvision_retinanet.py")
     printed = run_tutorial("torchvision_retinanet.py")
-    if (torch.__version__.split("+")[0], torchvision.__version__.split("+")[0]) == (
-        "2.14.1", "0.29.1"):
+    if (torch.__version__.split("+")[0], torchvision.__version__.split("+")[0]) == ("2.14.1", "0.29.1"):
         assert printed == shown
     else:
         assert [line.split()[0] for line in printed] == [line.split()[0] for line in shown]

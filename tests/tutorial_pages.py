@@ -22,16 +22,29 @@ def console_output(page: str, command: str) -> list[str]:
     raise AssertionError(f"{page}: no console block for '$ {command}'")
 
 
-def run_tutorial(script: str, cwd: Path | None = None, tiny: bool = False,
-                 launcher: tuple[str, ...] = (), timeout: float = 600) -> list[str]:
+def run_tutorial(
+    script: str,
+    cwd: Path | None = None,
+    tiny: bool = False,
+    launcher: tuple[str, ...] = (),
+    timeout: float = 600,
+) -> list[str]:
     """Run a tutorial file as its page shows (``python script``); its stdout lines."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep
-               + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        OMP_NUM_THREADS="1",
+    )
     if tiny:
         env["FOCAL_DETECT_TUTORIAL_TINY"] = "1"
     result = subprocess.run(
-        [sys.executable, *launcher, str(TUTORIALS / script)], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, *launcher, str(TUTORIALS / script)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout.rstrip("\n").split("\n")

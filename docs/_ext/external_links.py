@@ -62,7 +62,7 @@ class InventoryLinks:
 
     def problem(self, refuri: str) -> str | None:
         """Why ``refuri`` (a link into this project) is broken, or None."""
-        relative = refuri[len(self.base):]
+        relative = refuri[len(self.base) :]
         page, sep, fragment = relative.partition("#")
         if not sep or not fragment:
             return "has no #fragment"
@@ -94,8 +94,12 @@ def check_links(app: Any, doctree: nodes.document, docname: str) -> None:
                 problem = links.problem(refuri)
                 if problem:
                     logger.warning(
-                        "link into the %s inventory %s: %s", name, problem, refuri,
-                        location=node, type="external-link",
+                        "link into the %s inventory %s: %s",
+                        name,
+                        problem,
+                        refuri,
+                        location=node,
+                        type="external-link",
                     )
                 break
 

@@ -107,14 +107,23 @@ TORCH = [
     ("torch.Generator", "py:class", "generated/torch.Generator.html#$"),
     ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html#$"),
     ("torch.nn.Conv2d", "py:class", "generated/torch.nn.Conv2d.html#$"),
-    ("torch.nn.Parameter", "py:class",
-     "generated/torch.nn.parameter.Parameter.html#torch.nn.parameter.Parameter"),
+    (
+        "torch.nn.Parameter",
+        "py:class",
+        "generated/torch.nn.parameter.Parameter.html#torch.nn.parameter.Parameter",
+    ),
     ("torch.nn.BCEWithLogitsLoss", "py:class", "generated/torch.nn.BCEWithLogitsLoss.html#$"),
     ("torch.nn.CrossEntropyLoss", "py:class", "generated/torch.nn.CrossEntropyLoss.html#$"),
-    ("torch.nn.functional.binary_cross_entropy_with_logits", "py:function",
-     "generated/torch.nn.functional.binary_cross_entropy_with_logits.html#$"),
-    ("torch.nn.functional.smooth_l1_loss", "py:function",
-     "generated/torch.nn.functional.smooth_l1_loss.html#$"),
+    (
+        "torch.nn.functional.binary_cross_entropy_with_logits",
+        "py:function",
+        "generated/torch.nn.functional.binary_cross_entropy_with_logits.html#$",
+    ),
+    (
+        "torch.nn.functional.smooth_l1_loss",
+        "py:function",
+        "generated/torch.nn.functional.smooth_l1_loss.html#$",
+    ),
     ("torch.autograd.Function", "py:class", "autograd.html#$"),
     ("torch.utils.data.Dataset", "py:class", "data.html#$"),
     ("torch.utils.data.DataLoader", "py:class", "data.html#$"),
@@ -123,21 +132,28 @@ TORCH = [
     ("torch.optim.SGD", "py:class", "generated/torch.optim.SGD.html#$"),
     ("torch.compile", "py:function", "generated/torch.compile.html#$"),
     ("torch.distributed.all_reduce", "py:function", "distributed.html#$"),
-    ("torch.nn.parallel.DistributedDataParallel", "py:class",
-     "generated/torch.nn.parallel.DistributedDataParallel.html#$"),
+    (
+        "torch.nn.parallel.DistributedDataParallel",
+        "py:class",
+        "generated/torch.nn.parallel.DistributedDataParallel.html#$",
+    ),
 ]
 
 TORCHVISION = [
-    ("torchvision.ops.sigmoid_focal_loss", "py:function",
-     "generated/torchvision.ops.sigmoid_focal_loss.html#$"),
+    (
+        "torchvision.ops.sigmoid_focal_loss",
+        "py:function",
+        "generated/torchvision.ops.sigmoid_focal_loss.html#$",
+    ),
     ("torchvision.ops.box_iou", "py:function", "generated/torchvision.ops.box_iou.html#$"),
     ("torchvision.ops.nms", "py:function", "generated/torchvision.ops.nms.html#$"),
-    ("torchvision.ops.batched_nms", "py:function",
-     "generated/torchvision.ops.batched_nms.html#$"),
-    ("torchvision.models.detection.RetinaNet", "py:class",
-     "models/retinanet.html#retinanet"),
-    ("torchvision.models.detection.retinanet_resnet50_fpn", "py:function",
-     "models/generated/torchvision.models.detection.retinanet_resnet50_fpn.html#$"),
+    ("torchvision.ops.batched_nms", "py:function", "generated/torchvision.ops.batched_nms.html#$"),
+    ("torchvision.models.detection.RetinaNet", "py:class", "models/retinanet.html#retinanet"),
+    (
+        "torchvision.models.detection.retinanet_resnet50_fpn",
+        "py:function",
+        "models/generated/torchvision.models.detection.retinanet_resnet50_fpn.html#$",
+    ),
 ]
 
 

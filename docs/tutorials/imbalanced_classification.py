@@ -79,8 +79,7 @@ def easy_loss_share(model: nn.Module, name: str, x: Tensor, y: Tensor) -> float:
         p = torch.sigmoid(logits)
         p_t = torch.where(y == 1, p, 1 - p)
         if name == "bce":
-            per_example = nn.functional.binary_cross_entropy_with_logits(
-                logits, y, reduction="none")
+            per_example = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
         else:
             gamma = 0.0 if name == "alpha-bce" else 2.0
             per_example = sigmoid_focal_loss(logits, y, alpha=0.75, gamma=gamma)
@@ -103,5 +102,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     print(f"{'loss':10s} {'recall':>7s} {'precision':>9s} {'AP':>6s} {'easy share':>10s}")
     for name, r in run().items():
-        print(f"{name:10s} {r['recall']:7.3f} {r['precision']:9.3f} "
-              f"{r['average_precision']:6.3f} {r['easy_loss_share']:10.4f}")
+        print(
+            f"{name:10s} {r['recall']:7.3f} {r['precision']:9.3f} "
+            f"{r['average_precision']:6.3f} {r['easy_loss_share']:10.4f}"
+        )

@@ -40,8 +40,9 @@ def main() -> None:
     data = CocoDetection("data/shapes_train/images", "data/shapes_train/annotations.json")
     # distributed=True: the focal loss's foreground count is summed over all processes.
     preset = "tiny" if TINY else "demo"
-    model = build_model(data.num_classes, preset, distributed=world_size > 1,
-                        **({"size_divisible": 32} if TINY else {}))
+    model = build_model(
+        data.num_classes, preset, distributed=world_size > 1, **({"size_divisible": 32} if TINY else {})
+    )
     config = TrainConfig(
         iterations=2 if TINY else 1200,
         batch_size=2 if TINY else 8,  # per process: the global batch is 8 x world size
@@ -56,8 +57,10 @@ def main() -> None:
     )
     result = train(model, data, config)
     if rank == 0:
-        print(f"{world_size} process(es), {result.step} steps of "
-              f"{config.batch_size * world_size} images in {result.seconds:.0f} s")
+        print(
+            f"{world_size} process(es), {result.step} steps of "
+            f"{config.batch_size * world_size} images in {result.seconds:.0f} s"
+        )
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -74,10 +74,17 @@ def retinanet_loss(
     num_foreground = assignment.foreground.sum(dim=1).clamp(min=1)  # (B,)
     weights = (1.0 / num_foreground).to(cls_logits.dtype)[:, None]  # (B, 1)
     weights = weights.expand_as(assignment.labels)  # (B, N)
-    classification = sigmoid_focal_loss_from_labels(
-        cls_logits, assignment.labels, weights=weights, alpha=alpha, gamma=gamma,
-        reduction="sum",
-    ) / batch
+    classification = (
+        sigmoid_focal_loss_from_labels(
+            cls_logits,
+            assignment.labels,
+            weights=weights,
+            alpha=alpha,
+            gamma=gamma,
+            reduction="sum",
+        )
+        / batch
+    )
 
     # 3. L1 on the encoded deltas of foreground anchors (torchvision's "l1" box loss).
     fg = assignment.foreground  # (B, N) bool
@@ -94,7 +101,7 @@ def use_focal_detect_loss(model: nn.Module) -> nn.Module:
     (``model.eval()``) is unchanged.
     """
 
-    def compute_loss(self: Any, targets, head_outputs, anchors):  # noqa: ANN001
+    def compute_loss(self: Any, targets, head_outputs, anchors):
         return retinanet_loss(targets, head_outputs, anchors)
 
     model.compute_loss = types.MethodType(compute_loss, model)
@@ -111,8 +118,12 @@ class TinyBackbone(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.ReLU(),
-                                  nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=4, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
         self.down1 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
         self.down2 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
 
@@ -131,8 +142,12 @@ def tiny_retinanet(num_classes: int = 3, image_size: int = 32) -> nn.Module:
     sizes = ((8, 10, 12), (16, 20, 25), (32, 40, 50))
     anchor_generator = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return RetinaNet(
-        TinyBackbone(), num_classes, min_size=image_size, max_size=image_size,
-        image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
+        TinyBackbone(),
+        num_classes,
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],
         anchor_generator=anchor_generator,
     )
 
@@ -142,8 +157,10 @@ def demo_batch() -> tuple[list[Tensor], list[dict[str, Tensor]]]:
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 32, 32, generator=g) for _ in range(2)]
     targets = [
-        {"boxes": torch.tensor([[2.0, 3.0, 14.0, 12.0], [10.0, 14.0, 30.0, 31.0]]),
-         "labels": torch.tensor([1, 2])},
+        {
+            "boxes": torch.tensor([[2.0, 3.0, 14.0, 12.0], [10.0, 14.0, 30.0, 31.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
         {"boxes": torch.tensor([[5.0, 5.0, 21.0, 27.0]]), "labels": torch.tensor([0])},
     ]
     return images, targets
@@ -180,7 +197,6 @@ def train(steps: int = 20, seed: int = 0) -> list[float]:
 if __name__ == "__main__":
     reference, ours = compare()
     for key in ("classification", "bbox_regression"):
-        print(f"{key:16s} torchvision {reference[key].item():.6f}   "
-              f"focal-detect {ours[key].item():.6f}")
+        print(f"{key:16s} torchvision {reference[key].item():.6f}   focal-detect {ours[key].item():.6f}")
     history = train()
     print(f"20 SGD steps with focal-detect's loss: {history[0]:.4f} -> {history[-1]:.4f}")

@@ -51,7 +51,6 @@ from focal_detect.matching import (
     assign_anchors,
     match_anchors,
 )
-
 from focal_detect.sampling import ohem_sample
 
 __version__ = "0.1.0"

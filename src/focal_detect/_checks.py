@@ -65,8 +65,7 @@ def check_same_device(fn: str, **tensors: Tensor) -> None:
     for name, t in items[1:]:
         if t.device != first.device:
             raise ValueError(
-                f"{fn}: {name} must be on the same device as {first_name} "
-                f"({first.device}), got {t.device}"
+                f"{fn}: {name} must be on the same device as {first_name} ({first.device}), got {t.device}"
             )
 
 
@@ -74,8 +73,7 @@ def check_same_shape(fn: str, name_a: str, a: Tensor, name_b: str, b: Tensor) ->
     """Raise ``ValueError`` unless ``a`` and ``b`` have the same shape."""
     if a.shape != b.shape:
         raise ValueError(
-            f"{fn}: {name_b} must have the same shape as {name_a} "
-            f"{tuple(a.shape)}, got {tuple(b.shape)}"
+            f"{fn}: {name_b} must have the same shape as {name_a} {tuple(a.shape)}, got {tuple(b.shape)}"
         )
 
 

@@ -123,7 +123,9 @@ def focal_loss_cdf(
             f"got {tuple(labels.shape)}"
         )
     if isinstance(gammas, (str, bytes)) or not isinstance(gammas, Sequence):
-        raise TypeError(f"{fn}: gammas must be a sequence of numbers such as (2.0,), got {type(gammas).__name__}")
+        raise TypeError(
+            f"{fn}: gammas must be a sequence of numbers such as (2.0,), got {type(gammas).__name__}"
+        )
     gs = [check_number(fn, "gammas", g, low=0.0) for g in gammas]
     if not gs:
         raise ValueError(f"{fn}: gammas must not be empty, got {gammas!r}")
@@ -175,7 +177,9 @@ def plot_focal_loss_cdf(
     """
     for key in ("fraction", "positive", "negative"):
         if key not in result:
-            raise ValueError(f"plot_focal_loss_cdf: result must have key {key!r} (from focal_loss_cdf), got {sorted(result)}")
+            raise ValueError(
+                f"plot_focal_loss_cdf: result must have key {key!r} (from focal_loss_cdf), got {sorted(result)}"
+            )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -821,8 +821,7 @@ class AnchorGenerator:
             return self._strides_hw
         if image_size is None:
             raise ValueError(
-                f"{fn}: image_size must be given when strides are derived "
-                "(derive_strides=True), got None"
+                f"{fn}: image_size must be given when strides are derived (derive_strides=True), got None"
             )
         out = []
         for k, (h, w) in enumerate(sizes):

@@ -72,8 +72,7 @@ def _check_pair(fn: str, boxes1: object, boxes2: object) -> tuple[Tensor, Tensor
     check_same_device(fn, boxes1=a, boxes2=b)
     if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
         raise ValueError(
-            f"{fn}: boxes2 must have the same batch size as boxes1 ({a.shape[0]}), "
-            f"got {b.shape[0]}"
+            f"{fn}: boxes2 must have the same batch size as boxes1 ({a.shape[0]}), got {b.shape[0]}"
         )
     return a, b
 
@@ -430,8 +429,13 @@ def _nms_padded(boxes: Tensor, valid: Tensor, counts: list[int], thr: float) -> 
             keep[g0:g1, s:ge] = k
             hi = min(g1, cr)  # groups of this tier with boxes after the block
             if hi > g0:
-                _suppress_rest([p[: hi - g0] for p in blk], k[: hi - g0],
-                               [p[g0:hi, e:] for p in planes], alive_all[g0:hi, e:], thr)
+                _suppress_rest(
+                    [p[: hi - g0] for p in blk],
+                    k[: hi - g0],
+                    [p[g0:hi, e:] for p in planes],
+                    alive_all[g0:hi, e:],
+                    thr,
+                )
             g0 = g1
     return keep
 
@@ -446,8 +450,7 @@ def _compress(mask: Tensor) -> tuple[Tensor, Tensor, int]:
     return pos, slot_ok, m
 
 
-def _suppress_rest(blk: list[Tensor], kept: Tensor, rest: list[Tensor], alive: Tensor,
-                   thr: float) -> None:
+def _suppress_rest(blk: list[Tensor], kept: Tensor, rest: list[Tensor], alive: Tensor, thr: float) -> None:
     """Clear, in place, ``alive`` ``(C, R)`` of the ``rest`` boxes that a ``kept`` box
     of the block suppresses. Only kept rows and alive columns take part: after the
     first blocks most boxes are suppressed, so this is far less than ``P x R`` work."""
@@ -690,8 +693,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         raise TypeError(f"{fn}: idxs must be an integer tensor, got dtype {idxs.dtype}")
     if idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
         raise ValueError(
-            f"{fn}: idxs must have shape (N,) with N = {boxes.shape[0]} (from boxes), "
-            f"got {tuple(idxs.shape)}"
+            f"{fn}: idxs must have shape (N,) with N = {boxes.shape[0]} (from boxes), got {tuple(idxs.shape)}"
         )
     check_same_device(fn, boxes=boxes, idxs=idxs)
     return _batched_nms_impl(boxes, scores, idxs, thr)

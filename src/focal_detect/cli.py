@@ -112,7 +112,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             try:
                 import tomli as tomllib  # type: ignore[no-redef]
             except ModuleNotFoundError:
-                raise ValueError(f"{path}: reading TOML on Python 3.10 needs 'tomli'; use JSON instead") from None
+                raise ValueError(
+                    f"{path}: reading TOML on Python 3.10 needs 'tomli'; use JSON instead"
+                ) from None
         with open(path, "rb") as f:
             try:
                 data = tomllib.load(f)
@@ -198,7 +200,9 @@ def save_model(
     )
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load a model saved by :func:`save_model` or a training checkpoint.
 
     Returns:
@@ -217,7 +221,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     ckpt = load_checkpoint(path, map_location="cpu")
     where = f"load_model: {os.fspath(path)!r}"
     if not isinstance(ckpt.get("model"), Mapping) or not isinstance(ckpt.get("model_config"), Mapping):
-        raise CheckpointError(f"{where} holds no model weights and config (keys: {sorted(map(str, ckpt))[:8]})")
+        raise CheckpointError(
+            f"{where} holds no model weights and config (keys: {sorted(map(str, ckpt))[:8]})"
+        )
     try:
         model = RetinaNet(RetinaNetConfig(**_tuples(ckpt["model_config"])))
     except (TypeError, ValueError) as e:
@@ -255,7 +261,9 @@ def _init_distributed(timeout_s: float | None = None) -> tuple[int, int]:
         if timeout_s is None:
             torch.distributed.init_process_group(backend=backend)
         else:
-            torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+            torch.distributed.init_process_group(
+                backend=backend, timeout=datetime.timedelta(seconds=timeout_s)
+            )
     if torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -310,8 +318,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.preset:
         preset = args.preset
     train_cfg = dict(cfg.get("train", {}))
-    for key in ("iterations", "batch_size", "lr", "optimizer", "clip_grad_norm", "num_workers",
-                "checkpoint_every", "log_every", "output_dir", "device", "seed", "dist_timeout"):
+    for key in (
+        "iterations",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "clip_grad_norm",
+        "num_workers",
+        "checkpoint_every",
+        "log_every",
+        "output_dir",
+        "device",
+        "seed",
+        "dist_timeout",
+    ):
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
     if args.amp:
@@ -330,8 +350,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     seed_everything(config.seed)  # --seed also fixes the initial weights (the same on every rank)
     model = build_model(train_ds.num_classes, preset, **model_cfg)
     if rank == 0:
-        print(f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
-              f"global batch {config.batch_size * world}, lr {config.global_lr(world):g}")
+        print(
+            f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
+            f"global batch {config.batch_size * world}, lr {config.global_lr(world):g}"
+        )
     result = train(model, train_ds, config)
     if rank == 0:
         final = os.path.join(config.output_dir, "model_final.pt")
@@ -389,8 +411,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         with torch.no_grad():
             det = model([image.to(args.device)])[0]
         keep = det["scores"] >= args.score_threshold
-        pil = draw_detections(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep],
-                              meta["class_names"], score_threshold=args.score_threshold, scale=args.scale)
+        pil = draw_detections(
+            image,
+            det["boxes"][keep],
+            det["labels"][keep],
+            det["scores"][keep],
+            meta["class_names"],
+            score_threshold=args.score_threshold,
+            scale=args.scale,
+        )
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + "_detections.png")
         pil.save(out)
         print(f"{path}: {int(keep.sum())} detection(s) -> {out}")
@@ -401,7 +430,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from focal_detect.models.export import export_onnx
 
     model, meta = load_model(args.checkpoint)
-    metadata = {"class_names": json.dumps(meta["class_names"]), "category_ids": json.dumps(meta["category_ids"])}
+    metadata = {
+        "class_names": json.dumps(meta["class_names"]),
+        "category_ids": json.dumps(meta["category_ids"]),
+    }
     try:
         export_onnx(model, args.output, opset_version=args.opset, metadata=metadata)
     except ImportError as e:
@@ -420,7 +452,9 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     try:
         import onnxruntime
     except ImportError:
-        raise SystemExit("focal-detect predict: --onnx needs onnxruntime (pip install 'focal-detect[export]')") from None
+        raise SystemExit(
+            "focal-detect predict: --onnx needs onnxruntime (pip install 'focal-detect[export]')"
+        ) from None
     if not os.path.isfile(args.onnx):
         raise FileNotFoundError(f"ONNX model {args.onnx!r} does not exist")
     for path in args.images:
@@ -439,9 +473,15 @@ def _predict_onnx(args: argparse.Namespace) -> int:
         boxes, scores, labels, num = session.run(None, {"images": image[None]})
         n = int(num[0])
         keep = scores[0, :n] >= args.score_threshold
-        pil = draw_detections(torch.from_numpy(image), torch.from_numpy(boxes[0, :n][keep]),
-                              torch.from_numpy(labels[0, :n][keep]), torch.from_numpy(scores[0, :n][keep]),
-                              names, score_threshold=args.score_threshold, scale=args.scale)
+        pil = draw_detections(
+            torch.from_numpy(image),
+            torch.from_numpy(boxes[0, :n][keep]),
+            torch.from_numpy(labels[0, :n][keep]),
+            torch.from_numpy(scores[0, :n][keep]),
+            names,
+            score_threshold=args.score_threshold,
+            scale=args.scale,
+        )
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + "_detections.png")
         pil.save(out)
         print(f"{path}: {int(keep.sum())} detection(s) -> {out}")
@@ -482,7 +522,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.time_budget:
         settings["time_budget_s"] = args.time_budget
     size = settings["image_size"]
-    train_ds = SyntheticShapes(num_images=settings["train_images"], image_size=size, seed=args.seed, cache=True)
+    train_ds = SyntheticShapes(
+        num_images=settings["train_images"], image_size=size, seed=args.seed, cache=True
+    )
     # Held out: another seed, so no training image is ever seen at evaluation.
     val_seed = args.seed + 1_000_003
     val_ds = SyntheticShapes(num_images=settings["val_images"], image_size=size, seed=val_seed)
@@ -492,12 +534,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("focal-detect demo --quick: a seconds-long smoke test with a tiny model; its AP means nothing")
     else:
         model = build_model(train_ds.num_classes, "demo")
-        print(f"focal-detect demo: RetinaNet in a small CPU configuration ({torch.get_num_threads()} CPU thread(s)).")
+        print(
+            f"focal-detect demo: RetinaNet in a small CPU configuration ({torch.get_num_threads()} CPU thread(s))."
+        )
         print("Deviations from the paper, to train from scratch in minutes on a CPU:")
         for d in _demo_deviations(DEMO_MODEL, settings):
             print(f"  - {d}")
-    print(f"Data: synthetic {', '.join(train_ds.class_names)} (imbalanced); {len(train_ds)} training images "
-          f"(seed {args.seed}), {len(val_ds)} held-out images (seed {val_seed}), {size}x{size} px")
+    print(
+        f"Data: synthetic {', '.join(train_ds.class_names)} (imbalanced); {len(train_ds)} training images "
+        f"(seed {args.seed}), {len(val_ds)} held-out images (seed {val_seed}), {size}x{size} px"
+    )
 
     if args.iterations:
         iterations = args.iterations
@@ -531,9 +577,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = train(model, train_ds, config, time_limit_s=limit)
     save_model(model, os.path.join(out, "model.pt"), train_ds.class_names, train_ds.category_ids)
     t_train = result.seconds
-    print(f"trained {result.step} steps in {t_train:.0f} s "
-          f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)"
-          + ("" if result.step == iterations else f": stopped early by the {limit:.0f} s time limit"))
+    print(
+        f"trained {result.step} steps in {t_train:.0f} s "
+        f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)"
+        + ("" if result.step == iterations else f": stopped early by the {limit:.0f} s time limit")
+    )
 
     t_eval = time.perf_counter()
     metrics = evaluate_coco(model, val_ds, batch_size=16)
@@ -541,13 +589,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nCOCO box AP on the {len(val_ds)} held-out images ({t_eval:.0f} s):")
     print(format_metrics(metrics, COCO_METRICS[:6]))
     total = time.perf_counter() - t0
-    _write_json(os.path.join(out, "metrics.json"),
-                {**metrics, "train_steps": result.step, "train_seconds": t_train, "total_seconds": total})
+    _write_json(
+        os.path.join(out, "metrics.json"),
+        {**metrics, "train_steps": result.step, "train_seconds": t_train, "total_seconds": total},
+    )
     shutil.copyfile(os.path.join(config.output_dir, "loss_curve.png"), os.path.join(out, "loss_curve.png"))
     _detections_grid(model, val_ds, os.path.join(out, "detections.png"))
     total = time.perf_counter() - t0
-    print(f"\nwrote {out}/detections.png, loss_curve.png, metrics.json, model.pt "
-          f"(evaluate/predict with --checkpoint {out}/model.pt)")
+    print(
+        f"\nwrote {out}/detections.png, loss_curve.png, metrics.json, model.pt "
+        f"(evaluate/predict with --checkpoint {out}/model.pt)"
+    )
     print(f"total wall time {total:.0f} s")
     return 0
 
@@ -605,10 +657,14 @@ def _calibrate_iterations(
     if n * batch < len(dataset):  # fewer samples than images: not every image gets rendered
         n = budget / (t_step + batch * t_render)
     n = int(min(settings["max_iterations"], max(50, n)))
-    per = ", ".join(f"{k} thread(s) {v:.3f} s" if math.isfinite(v) else f"{k} thread(s) too slow"
-                    for k, v in timed.items())
-    print(f"Calibration: {per} per step -> {threads} thread(s); {1000 * t_render:.1f} ms to render an "
-          f"image -> {n} steps fit the {budget:.0f} s training budget")
+    per = ", ".join(
+        f"{k} thread(s) {v:.3f} s" if math.isfinite(v) else f"{k} thread(s) too slow"
+        for k, v in timed.items()
+    )
+    print(
+        f"Calibration: {per} per step -> {threads} thread(s); {1000 * t_render:.1f} ms to render an "
+        f"image -> {n} steps fit the {budget:.0f} s training budget"
+    )
     return n
 
 
@@ -637,16 +693,24 @@ def _detections_grid(model: torch.nn.Module, dataset: Any, path: str, n: int = 8
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="focal-detect", description="RetinaNet / focal loss: train, evaluate, predict.")
+    p = argparse.ArgumentParser(
+        prog="focal-detect", description="RetinaNet / focal loss: train, evaluate, predict."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="train a small CPU RetinaNet on synthetic shapes and print COCO AP")
     d.add_argument("--output-dir", default="demo_output")
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke test (meaningless AP)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)")
-    d.add_argument("--time-budget", type=float, default=None,
-                   help=f"training seconds to fit (default {DEMO_TRAIN['time_budget_s']:.0f})")
+    d.add_argument(
+        "--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)"
+    )
+    d.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help=f"training seconds to fit (default {DEMO_TRAIN['time_budget_s']:.0f})",
+    )
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
@@ -657,7 +721,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-annotations")
     t.add_argument("--val-images")
     t.add_argument("--val-annotations")
-    t.add_argument("--synthetic", type=int, default=None, metavar="N", help="train on N synthetic images instead")
+    t.add_argument(
+        "--synthetic", type=int, default=None, metavar="N", help="train on N synthetic images instead"
+    )
     t.add_argument("--image-size", type=int, default=128, help="synthetic image size")
     t.add_argument("--preset", choices=("paper", "demo", "tiny"), default=None)
     t.add_argument("--iterations", type=int)
@@ -672,11 +738,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir")
     t.add_argument("--device")
     t.add_argument("--seed", type=int)
-    t.add_argument("--resume", nargs="?", const="required", choices=("required", "auto"), default=None,
-                   help="continue from OUTPUT_DIR/checkpoint_last.pt (an error if there is none); "
-                   "'--resume auto': continue if it exists, else start afresh")
-    t.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
-                   help="timeout of torch.distributed collectives under torchrun (default: torch's)")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="required",
+        choices=("required", "auto"),
+        default=None,
+        help="continue from OUTPUT_DIR/checkpoint_last.pt (an error if there is none); "
+        "'--resume auto': continue if it exists, else start afresh",
+    )
+    t.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="timeout of torch.distributed collectives under torchrun (default: torch's)",
+    )
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -703,7 +780,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None)
     r.set_defaults(func=_cmd_predict)
 
-    o = sub.add_parser("export", help="export a model's whole inference path (pre/post-processing, NMS) to ONNX")
+    o = sub.add_parser(
+        "export", help="export a model's whole inference path (pre/post-processing, NMS) to ONNX"
+    )
     o.add_argument("--checkpoint", required=True, help="model.pt / model_final.pt / checkpoint_last.pt")
     o.add_argument("--format", choices=("onnx",), default="onnx")
     o.add_argument("--output", required=True, help="the .onnx file to write")

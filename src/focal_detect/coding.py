@@ -69,8 +69,7 @@ def _check_pair(fn: str, name: str, value: object, anchors: object) -> tuple[Ten
         torch.broadcast_shapes(t.shape, a.shape)
     except RuntimeError:
         raise ValueError(
-            f"{fn}: anchors must broadcast with {name} {tuple(t.shape)}, "
-            f"got {tuple(a.shape)}"
+            f"{fn}: anchors must broadcast with {name} {tuple(t.shape)}, got {tuple(a.shape)}"
         ) from None
     if t.ndim >= 2 and a.ndim >= 2 and t.shape[-2] != a.shape[-2]:
         # Only the batch dimensions broadcast: one anchor per box, never (1, 4) vs (N, 4).
@@ -147,9 +146,7 @@ def encode_boxes(
         ).tolist()
         if bad_box or bad_anchor:
             name = "boxes" if bad_box else "anchors"
-            raise ValueError(
-                f"{fn}: {name} must have x1 <= x2 and y1 <= y2, got an inverted box"
-            )
+            raise ValueError(f"{fn}: {name} must have x1 <= x2 and y1 <= y2, got an inverted box")
     gt_cx = bx1 + 0.5 * gt_w
     gt_cy = by1 + 0.5 * gt_h
     dx = wx * (gt_cx - ex_cx) / ex_w

@@ -221,7 +221,9 @@ class TrainConfig:
             raise ValueError(f"{fn}: resume must be False, True or 'auto', got {self.resume!r}")
         ms = tuple(float(m) for m in self.milestones)
         if any(not 0 < m < 1 for m in ms) or list(ms) != sorted(ms):
-            raise ValueError(f"{fn}: milestones must be increasing fractions in (0, 1), got {self.milestones!r}")
+            raise ValueError(
+                f"{fn}: milestones must be increasing fractions in (0, 1), got {self.milestones!r}"
+            )
         object.__setattr__(self, "milestones", ms)
 
     @property
@@ -330,7 +332,11 @@ def get_rng_state() -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
-        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": gauss,
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -346,7 +352,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     npy = state["numpy"]
     np.random.set_state(
-        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
     )
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
@@ -498,7 +510,9 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
     """Load and verify a checkpoint written by :func:`save_checkpoint`.
 
     Loads with ``torch.load(..., weights_only=True)`` and recomputes the payload's
@@ -531,7 +545,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"{fn}: checkpoint {path!r} is empty (0 bytes)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- any failure to parse is a bad file, reported on one line
+    except Exception as e:
         raise CheckpointError(
             f"{fn}: checkpoint {path!r} ({size} bytes) is not a readable torch file: truncated, "
             f"overwritten or not a checkpoint ({_first_line(e)})"
@@ -551,7 +565,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     digest = ckpt.get("sha256")
     if digest is None:
         if version >= 2:
-            raise CheckpointError(f"{fn}: checkpoint {path!r} (format version {version}) lacks its sha256 digest")
+            raise CheckpointError(
+                f"{fn}: checkpoint {path!r} (format version {version}) lacks its sha256 digest"
+            )
         warnings.warn(
             f"{fn}: checkpoint {path!r} has no integrity digest (written by focal-detect 0.1.0?): "
             "it cannot be verified; save it again to add one",
@@ -604,7 +620,9 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | os.PathLike
     ax.grid(alpha=0.3)
     if any("lr" in r for r in history):
         ax2 = ax.twinx()
-        ax2.plot(steps, [r.get("lr", float("nan")) for r in history], color="gray", ls="--", lw=0.8, label="lr")
+        ax2.plot(
+            steps, [r.get("lr", float("nan")) for r in history], color="gray", ls="--", lw=0.8, label="lr"
+        )
         ax2.set_ylabel("learning rate")
         h2, l2 = ax2.get_legend_handles_labels()
     else:
@@ -715,7 +733,10 @@ def epoch_batches(
 
 def _to_device(images: list[Tensor], targets: list[dict[str, Any]], device: torch.device):  # type: ignore[no-untyped-def]
     images = [im.to(device, non_blocking=True) for im in images]
-    targets = [{k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
+    targets = [
+        {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
     return images, targets
 
 
@@ -740,15 +761,25 @@ def _model_metadata(model: nn.Module, dataset: Any) -> dict[str, Any]:
 
 
 def _restore(
-    ckpt: dict[str, Any], path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scheduler: Any, config: TrainConfig, global_batch: int, steps_per_epoch: int, rank: int, world: int,
+    ckpt: dict[str, Any],
+    path: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: TrainConfig,
+    global_batch: int,
+    steps_per_epoch: int,
+    rank: int,
+    world: int,
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore a run from a loaded training checkpoint; any mismatch is a CheckpointError."""
     fn = "train"
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         got = ckpt.get("format", "no 'format' key")
         raise CheckpointError(f"{fn}: {path!r} is not a focal-detect training checkpoint (format: {got})")
-    missing = [k for k in _TRAIN_KEYS if k not in ckpt] + (["rng_per_rank"] if world > 1 and "rng_per_rank" not in ckpt else [])
+    missing = [k for k in _TRAIN_KEYS if k not in ckpt] + (
+        ["rng_per_rank"] if world > 1 and "rng_per_rank" not in ckpt else []
+    )
     if missing:
         raise CheckpointError(f"{fn}: training checkpoint {path!r} lacks the key(s) {missing}")
     data_state = ckpt["data"]
@@ -771,14 +802,26 @@ def _restore(
         if not isinstance(ckpt["model"], Mapping):
             raise TypeError(f"a {type(ckpt['model']).__name__}, not a state dict")
         own = model.state_dict()
-        wrong = [k for k, v in ckpt["model"].items() if k in own and (not isinstance(v, Tensor) or v.shape != own[k].shape)]
+        wrong = [
+            k
+            for k, v in ckpt["model"].items()
+            if k in own and (not isinstance(v, Tensor) or v.shape != own[k].shape)
+        ]
         if wrong:
             k = wrong[0]
-            got = tuple(ckpt["model"][k].shape) if isinstance(ckpt["model"][k], Tensor) else type(ckpt["model"][k]).__name__
-            raise ValueError(f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k!r}: {got} for the model's {tuple(own[k].shape)}")
+            got = (
+                tuple(ckpt["model"][k].shape)
+                if isinstance(ckpt["model"][k], Tensor)
+                else type(ckpt["model"][k]).__name__
+            )
+            raise ValueError(
+                f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k!r}: {got} for the model's {tuple(own[k].shape)}"
+            )
         keys = set(ckpt["model"])
         if keys != set(own):
-            raise ValueError(f"missing keys {sorted(set(own) - keys)[:3]}, unexpected keys {sorted(keys - set(own))[:3]}")
+            raise ValueError(
+                f"missing keys {sorted(set(own) - keys)[:3]}, unexpected keys {sorted(keys - set(own))[:3]}"
+            )
         part = "rng"
         rng = ckpt["rng"] if world == 1 else ckpt["rng_per_rank"][rank]
         saved_rng = get_rng_state()
@@ -864,7 +907,9 @@ def train(
     t_start = time.perf_counter()
     if not isinstance(model, nn.Module):
         if not callable(model):
-            raise TypeError(f"train: model must be an nn.Module or a factory returning one, got {type(model).__name__}")
+            raise TypeError(
+                f"train: model must be an nn.Module or a factory returning one, got {type(model).__name__}"
+            )
         seed_everything(config.seed)  # the same initial weights on every rank
         built = model()
         if not isinstance(built, nn.Module):
@@ -887,8 +932,12 @@ def train(
 
     optimizer = _build_optimizer(model, config, config.global_lr(world))
     schedule = WarmupMultiStep(
-        config.iterations, config.milestone_steps, config.gamma, config.warmup_iters,
-        config.warmup_factor, config.schedule,
+        config.iterations,
+        config.milestone_steps,
+        config.gamma,
+        config.warmup_iters,
+        config.warmup_factor,
+        config.schedule,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     aug = SeededAugment(dataset, RandomHorizontalFlip(config.hflip), seed=config.seed)
@@ -904,8 +953,9 @@ def train(
         )
     if config.resume and os.path.lexists(ckpt_path):
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-        step, history = _restore(ckpt, ckpt_path, model, optimizer, scheduler, config, global_batch,
-                                 steps_per_epoch, rank, world)
+        step, history = _restore(
+            ckpt, ckpt_path, model, optimizer, scheduler, config, global_batch, steps_per_epoch, rank, world
+        )
     else:
         seed_everything(config.seed + rank)
 
@@ -913,7 +963,9 @@ def train(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     model.train()
 
     meta = _model_metadata(model, dataset)
@@ -962,7 +1014,10 @@ def train(
         aug.set_epoch(epoch)
         batches = epoch_batches(len(aug), config.batch_size, epoch, config.seed, world, rank)[first:]
         loader = DataLoader(
-            aug, batch_sampler=batches, collate_fn=collate_detection, num_workers=config.num_workers,
+            aug,
+            batch_sampler=batches,
+            collate_fn=collate_detection,
+            num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
         )
         for images, targets in loader:
@@ -1019,7 +1074,9 @@ def train(
                 img_s = rate if img_s is None else 0.9 * img_s + 0.1 * rate
                 t_step = now
                 pbar.update(1)
-                pbar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_now:.2e}", img_s=f"{img_s:.1f}", refresh=False)
+                pbar.set_postfix(
+                    loss=f"{loss_value:.4f}", lr=f"{lr_now:.2e}", img_s=f"{img_s:.1f}", refresh=False
+                )
             if step == stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint()
             if step >= stop:
@@ -1028,5 +1085,6 @@ def train(
         pbar.close()
     if rank == 0 and history:
         plot_history(history, os.path.join(out_dir, "loss_curve.png"))
-    return TrainResult(step=step, history=history, checkpoint=written, seconds=time.perf_counter() - t_start,
-                       model=model)
+    return TrainResult(
+        step=step, history=history, checkpoint=written, seconds=time.perf_counter() - t_start, model=model
+    )

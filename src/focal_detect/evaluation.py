@@ -34,7 +34,18 @@ __all__ = [
 
 #: Names of the numbers :func:`coco_metrics` returns, in pycocotools' ``stats`` order.
 COCO_METRICS: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
 )
 
 
@@ -62,10 +73,14 @@ def detections_to_coco(
     for det in detections:
         boxes = det["boxes"].detach().float().cpu()
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        for b, s, lab in zip(xywh, det["scores"].detach().float().cpu().tolist(), det["labels"].cpu().tolist()):
+        for b, s, lab in zip(
+            xywh, det["scores"].detach().float().cpu().tolist(), det["labels"].cpu().tolist()
+        ):
             if not 0 <= lab < len(category_ids):
                 raise ValueError(f"detections_to_coco: label {lab} must be in [0, {len(category_ids)})")
-            out.append({"image_id": det["image_id"], "category_id": int(category_ids[lab]), "bbox": b, "score": s})
+            out.append(
+                {"image_id": det["image_id"], "category_id": int(category_ids[lab]), "bbox": b, "score": s}
+            )
     return out
 
 
@@ -163,7 +178,9 @@ def predict_dataset(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection, num_workers=num_workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection, num_workers=num_workers
+    )
     out: list[dict[str, Any]] = []
     try:
         for images, targets in loader:
@@ -209,7 +226,9 @@ def evaluate_coco(
     """
     for attr in ("category_ids", "to_coco"):
         if not hasattr(dataset, attr):
-            raise TypeError(f"evaluate_coco: dataset must have {attr!r} (a COCO-style dataset), got {type(dataset).__name__}")
+            raise TypeError(
+                f"evaluate_coco: dataset must have {attr!r} (a COCO-style dataset), got {type(dataset).__name__}"
+            )
     dets = predict_dataset(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers)
     results = detections_to_coco(dets, dataset.category_ids)  # type: ignore[attr-defined]
     return coco_metrics(dataset.to_coco(), results)  # type: ignore[attr-defined]
@@ -257,8 +276,18 @@ def draw_detections(
     if scale != 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(pil)
-    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-               (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190)]
+    palette = [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 190),
+    ]
     for i, (box, lab) in enumerate(zip(boxes.detach().cpu().tolist(), labels.cpu().tolist())):
         score = None if scores is None else float(scores[i])
         if score is not None and score < score_threshold:

@@ -551,7 +551,9 @@ class _SavedGradFn(torch.autograd.Function):
         return g.to(ctx.in_dtype).view(ctx.in_shape), None, None, None, None, None
 
 
-def _weak_recompute(formula: Callable[..., Tensor], *tensors: Tensor | None) -> Callable[[Tensor], Tensor | None]:
+def _weak_recompute(
+    formula: Callable[..., Tensor], *tensors: Tensor | None
+) -> Callable[[Tensor], Tensor | None]:
     """``x -> formula(x, *tensors)`` holding only weak references to ``tensors``."""
     refs = [None if t is None else weakref.ref(t) for t in tensors]
 
@@ -918,7 +920,9 @@ def sigmoid_focal_loss_from_labels(
     if labels.dtype != torch.int64:
         labels = labels.long()  # uint8/int8/int16/int32 labels (gather needs int64)
     keep = labels != IGNORE
-    if torch.compiler.is_compiling() or (weights is not None and weights.requires_grad and torch.is_grad_enabled()):
+    if torch.compiler.is_compiling() or (
+        weights is not None and weights.requires_grad and torch.is_grad_enabled()
+    ):
         x = inputs.to(cd)
         t = (labels.unsqueeze(-1) == torch.arange(K, device=labels.device)).to(cd)
         f = keep.to(cd) if weights is None else keep.to(cd) * weights.to(cd)
@@ -1357,7 +1361,9 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     check_choice(fn, "reduction", reduction, _REDUCTIONS)
     check_number(fn, "eps", eps, low=0.0)
     _check_not_bool(fn, "boxes2", boxes2)
-    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype) if boxes2.is_floating_point() else boxes1.dtype
+    out_dtype = (
+        torch.promote_types(boxes1.dtype, boxes2.dtype) if boxes2.is_floating_point() else boxes1.dtype
+    )
     # Half precision is computed in float32 (areas of boxes above ~256 px overflow
     # float16), like the other box ops; the result has the input dtype.
     b1 = boxes1 if boxes1.dtype in (torch.float32, torch.float64) else boxes1.float()

@@ -122,13 +122,10 @@ def _check_matching_args(
     high = check_number(fn, "high_threshold", high_threshold, low=0.0, high=1.0)
     low = check_number(fn, "low_threshold", low_threshold, low=0.0, high=1.0)
     if low > high:
-        raise ValueError(
-            f"{fn}: low_threshold must be <= high_threshold ({high}), got {low}"
-        )
+        raise ValueError(f"{fn}: low_threshold must be <= high_threshold ({high}), got {low}")
     if not isinstance(allow_low_quality_matches, bool):
         raise TypeError(
-            f"{fn}: allow_low_quality_matches must be a bool, "
-            f"got {type(allow_low_quality_matches).__name__}"
+            f"{fn}: allow_low_quality_matches must be a bool, got {type(allow_low_quality_matches).__name__}"
         )
     mode = check_choice(fn, "low_quality", low_quality, LOW_QUALITY_MODES)
     guard = None
@@ -209,7 +206,11 @@ def match_anchors(
     """
     fn = "match_anchors"
     high, low, lq, mode, guard = _check_matching_args(
-        fn, high_threshold, low_threshold, allow_low_quality_matches, low_quality,
+        fn,
+        high_threshold,
+        low_threshold,
+        allow_low_quality_matches,
+        low_quality,
         min_low_quality_iou,
     )
     q = check_float_tensor(fn, "quality", quality)
@@ -236,7 +237,12 @@ def match_anchors(
 
 
 def _match_dense_matrix(
-    q: Tensor, valid: Tensor | None, high: float, low: float, lq: bool, mode: str,
+    q: Tensor,
+    valid: Tensor | None,
+    high: float,
+    low: float,
+    lq: bool,
+    mode: str,
     guard: float | None,
 ) -> Tensor:
     b, m, n = q.shape
@@ -308,8 +314,12 @@ class Matcher:
             self.low_quality,
             self.min_low_quality_iou,
         ) = _check_matching_args(
-            "Matcher", high_threshold, low_threshold, allow_low_quality_matches,
-            low_quality, min_low_quality_iou,
+            "Matcher",
+            high_threshold,
+            low_threshold,
+            allow_low_quality_matches,
+            low_quality,
+            min_low_quality_iou,
         )
 
     def __call__(self, match_quality_matrix: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -367,8 +377,12 @@ def _iou_pairs(a: Tensor, b: Tensor) -> Tensor:
 def _ioa_pairs(anchor: Tensor, region: Tensor) -> Tensor:
     """Intersection of ``anchor`` and ``region`` over the anchor's area (broadcasting)."""
     area = (anchor[..., 2] - anchor[..., 0]) * (anchor[..., 3] - anchor[..., 1])
-    w = (torch.minimum(anchor[..., 2], region[..., 2]) - torch.maximum(anchor[..., 0], region[..., 0])).clamp_(min=0)
-    h = (torch.minimum(anchor[..., 3], region[..., 3]) - torch.maximum(anchor[..., 1], region[..., 1])).clamp_(min=0)
+    w = (
+        torch.minimum(anchor[..., 2], region[..., 2]) - torch.maximum(anchor[..., 0], region[..., 0])
+    ).clamp_(min=0)
+    h = (
+        torch.minimum(anchor[..., 3], region[..., 3]) - torch.maximum(anchor[..., 1], region[..., 1])
+    ).clamp_(min=0)
     inter = w.mul_(h)
     pos = area > 0
     return inter.div_(area).masked_fill_(~pos, 0)
@@ -403,13 +417,9 @@ class AnchorAssignment(NamedTuple):
     matched_gt: Tensor
 
 
-def _check_box_list(
-    fn: str, name: str, value: object, b: int | None, anchors: Tensor
-) -> list[Tensor]:
+def _check_box_list(fn: str, name: str, value: object, b: int | None, anchors: Tensor) -> list[Tensor]:
     if isinstance(value, Tensor) or not isinstance(value, Sequence):
-        raise TypeError(
-            f"{fn}: {name} must be a list of tensors (one per image), got {type(value).__name__}"
-        )
+        raise TypeError(f"{fn}: {name} must be a list of tensors (one per image), got {type(value).__name__}")
     if b is not None and len(value) != b:
         raise ValueError(f"{fn}: {name} must have one entry per image ({b}), got {len(value)}")
     out = []
@@ -557,7 +567,11 @@ def assign_anchors(
     """
     fn = "assign_anchors"
     high, low, lq, mode, guard = _check_matching_args(
-        fn, high_threshold, low_threshold, allow_low_quality_matches, low_quality,
+        fn,
+        high_threshold,
+        low_threshold,
+        allow_low_quality_matches,
+        low_quality,
         min_low_quality_iou,
     )
     anchors = check_boxes(fn, "anchors", anchors)
@@ -565,8 +579,7 @@ def assign_anchors(
     bsz = len(boxes)
     if isinstance(gt_labels, Tensor) or not isinstance(gt_labels, Sequence):
         raise TypeError(
-            f"{fn}: gt_labels must be a list of tensors (one per image), "
-            f"got {type(gt_labels).__name__}"
+            f"{fn}: gt_labels must be a list of tensors (one per image), got {type(gt_labels).__name__}"
         )
     if len(gt_labels) != bsz:
         raise ValueError(f"{fn}: gt_labels must have one entry per image ({bsz}), got {len(gt_labels)}")
@@ -587,7 +600,9 @@ def assign_anchors(
         crowds = _check_box_list(fn, "crowd_boxes", crowd_boxes, bsz, anchors)
     crowd_thr = None
     if crowd_ioa_threshold is not None:
-        crowd_thr = check_number(fn, "crowd_ioa_threshold", crowd_ioa_threshold, low=0.0, high=1.0, low_open=True)
+        crowd_thr = check_number(
+            fn, "crowd_ioa_threshold", crowd_ioa_threshold, low=0.0, high=1.0, low_open=True
+        )
     if isinstance(max_memory_bytes, bool) or not isinstance(max_memory_bytes, int) or max_memory_bytes <= 0:
         raise ValueError(f"{fn}: max_memory_bytes must be a positive int, got {max_memory_bytes!r}")
     n = anchors.shape[0]
@@ -648,10 +663,9 @@ def _compact(matched: Tensor) -> tuple[Tensor, Tensor]:
     return keys, flat[keys]
 
 
-def _check_values(
-    fn: str, anc: Tensor, gt: Tensor, labels: Tensor, crowd: Tensor | None
-) -> None:
+def _check_values(fn: str, anc: Tensor, gt: Tensor, labels: Tensor, crowd: Tensor | None) -> None:
     """One device sync for all value checks; find the culprit only on failure."""
+
     def boxes_ok(t: Tensor) -> Tensor:
         return torch.isfinite(t).all() & (t[:, 2] >= t[:, 0]).all() & (t[:, 3] >= t[:, 1]).all()
 
@@ -688,8 +702,13 @@ class _Batch:
     """The concatenated ground truth of a batch (boxes of image ``b`` are consecutive)."""
 
     def __init__(
-        self, anc: Tensor, gt: Tensor, img_of_gt: Tensor, offsets: Tensor,
-        counts: list[int], budget: int,
+        self,
+        anc: Tensor,
+        gt: Tensor,
+        img_of_gt: Tensor,
+        offsets: Tensor,
+        counts: list[int],
+        budget: int,
     ) -> None:
         self.anc, self.gt, self.img_of_gt, self.offsets = anc, gt, img_of_gt, offsets
         self.counts, self.budget = counts, budget
@@ -715,8 +734,13 @@ class _Batch:
             return out
         coords = [boxes[..., j].contiguous() for j in range(4)]  # (B, M) each
         area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-        plan = _plan_argmax_chunks(self.m, keys.numel(), self.anc.element_size(), self.budget,
-                                   reserved + sum(t.nbytes for t in (*coords, area, out)))
+        plan = _plan_argmax_chunks(
+            self.m,
+            keys.numel(),
+            self.anc.element_size(),
+            self.budget,
+            reserved + sum(t.nbytes for t in (*coords, area, out)),
+        )
         ws = _Workspace(plan.per * self.m, self.anc.dtype, self.device)
         for s in range(0, keys.numel(), plan.per):
             k = keys[s : s + plan.per]
@@ -754,6 +778,7 @@ class _Batch:
 # its peak RSS varied 2-6x between identical runs). The chunk size is planned in
 # bytes from everything alive during the loop: the workspace, the per-anchor outputs
 # and their temporaries, and what the caller holds.
+
 
 # Bytes of the per-anchor arrays of _match_chunked: vmax (float), arg, the threshold
 # codes and their where/compare temporaries (int64 x 4, bool x 2), claim_any (bool),
@@ -854,9 +879,7 @@ def _thresholds(vmax: Tensor, arg: Tensor, high: float, low: float) -> Tensor:
 # --------------------------------------------------------------- dense, chunked path
 
 
-def _match_chunked(
-    ctx: _Batch, high: float, low: float, lq: bool, mode: str, guard: float | None
-) -> Tensor:
+def _match_chunked(ctx: _Batch, high: float, low: float, lq: bool, mode: str, guard: float | None) -> Tensor:
     """Exact matching from the dense IoU, evaluated in anchor chunks for all images."""
     b, n, m = ctx.b, ctx.n, ctx.m
     if m == 0 or n == 0:
@@ -963,9 +986,7 @@ class _Grid:
                 "got a layout that does not match the anchor coordinates"
             )
 
-    def windows(
-        self, boxes: Tensor, need: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def windows(self, boxes: Tensor, need: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Grid windows, per (box, cell), of anchors whose intersection with the box can
         reach ``need`` (``(K, P)`` required intersection area; 0 means "any overlap").
 
@@ -1016,9 +1037,7 @@ class _Grid:
         y = ((gcy - acy) / sy).round().clamp(min=0).minimum(h_max).to(torch.int64)
         return self.start[None] + (y * self.w[None] + x) * self.a[None]
 
-    def candidates(
-        self, x_lo: Tensor, y_lo: Tensor, nx: Tensor, ny: Tensor, budget_pairs: int
-    ):
+    def candidates(self, x_lo: Tensor, y_lo: Tensor, nx: Tensor, ny: Tensor, budget_pairs: int):
         """Yield ``(row, anchor)`` index pairs of every window, in bounded groups."""
         p = self.start.numel()
         count = (nx * ny).flatten()
@@ -1116,7 +1135,9 @@ def _match_windowed(
         claimed = torch.zeros_like(ukey, dtype=torch.bool)
         claimed[inv[claim]] = True
         cidx = claimed.nonzero().flatten()
-        held = sum(t.nbytes for t in (key, row, iou, ukey, inv, vmax, win, arg, codes, highest, claim, claimed))
+        held = sum(
+            t.nbytes for t in (key, row, iou, ukey, inv, vmax, win, arg, codes, highest, claim, claimed)
+        )
         held += largest * _SPARSE_BYTES_PER_PAIR  # the groups' peak, possibly still resident
         codes[cidx] = ctx.dense_argmax(ukey[cidx], reserved=held)
     else:
@@ -1134,7 +1155,8 @@ def _match_windowed(
         sub_counts = [c for c, z in zip(ctx.counts, zero_img.tolist()) if z]
         sub_off = torch.cumsum(torch.tensor(sub_counts, device=dev), 0) - torch.tensor(sub_counts, device=dev)
         sub_img = torch.repeat_interleave(
-            torch.arange(len(sub_counts), device=dev), torch.tensor(sub_counts, device=dev),
+            torch.arange(len(sub_counts), device=dev),
+            torch.tensor(sub_counts, device=dev),
             output_size=int(sel.sum()),
         )
         sub = _Batch(anc, gt[sel], sub_img, sub_off, sub_counts, ctx.budget)
@@ -1155,9 +1177,7 @@ def _drop_background(keys: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
     return keys[keep], codes[keep]
 
 
-def _crowd_windowed(
-    ctx: _Batch, grid: _Grid, crowd: Tensor, img_of_crowd: Tensor, thr: float
-) -> Tensor:
+def _crowd_windowed(ctx: _Batch, grid: _Grid, crowd: Tensor, img_of_crowd: Tensor, thr: float) -> Tensor:
     """Distinct flat keys of the anchors with IoA >= ``thr`` with a crowd box."""
     anc, n = ctx.anc, ctx.n
     base = grid.base
@@ -1241,7 +1261,11 @@ class AnchorAssigner:
     ) -> None:
         fn = "AnchorAssigner"
         _check_matching_args(
-            fn, high_threshold, low_threshold, allow_low_quality_matches, low_quality,
+            fn,
+            high_threshold,
+            low_threshold,
+            allow_low_quality_matches,
+            low_quality,
             min_low_quality_iou,
         )
         if crowd_ioa_threshold is not None:

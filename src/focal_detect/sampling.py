@@ -31,7 +31,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from focal_detect._checks import check_boxes, check_float_tensor, check_number, check_same_device, check_tensor
+from focal_detect._checks import (
+    check_boxes,
+    check_float_tensor,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
 from focal_detect.boxes import batched_nms
 from focal_detect.constants import BACKGROUND, IGNORE
 
@@ -131,10 +137,16 @@ def ohem_sample(
         raise ValueError(
             f"{fn}: losses must have the shape of labels {tuple(labels.shape)}, got {tuple(losses.shape)}"
         )
-    if isinstance(batch_size_per_image, bool) or not isinstance(batch_size_per_image, int) or batch_size_per_image < 1:
+    if (
+        isinstance(batch_size_per_image, bool)
+        or not isinstance(batch_size_per_image, int)
+        or batch_size_per_image < 1
+    ):
         raise ValueError(f"{fn}: batch_size_per_image must be a positive int, got {batch_size_per_image!r}")
-    frac = None if positive_fraction is None else check_number(
-        fn, "positive_fraction", positive_fraction, low=0.0, high=1.0
+    frac = (
+        None
+        if positive_fraction is None
+        else check_number(fn, "positive_fraction", positive_fraction, low=0.0, high=1.0)
     )
     if nms_threshold is not None:
         nms_t = check_number(fn, "nms_threshold", nms_threshold, low=0.0, high=1.0)
@@ -160,7 +172,10 @@ def ohem_sample(
         img = torch.arange(b, device=labels.device)[:, None].expand(b, n)
         flat = candidate.reshape(-1).nonzero().squeeze(1)
         kept = batched_nms(
-            boxes.detach().reshape(-1, 4)[flat].float(), scores.reshape(-1)[flat], img.reshape(-1)[flat], nms_t
+            boxes.detach().reshape(-1, 4)[flat].float(),
+            scores.reshape(-1)[flat],
+            img.reshape(-1)[flat],
+            nms_t,
         )
         survived = torch.zeros(b * n, dtype=torch.bool, device=labels.device)
         survived[flat[kept]] = True

@@ -86,8 +86,13 @@ def torchvision_goldens() -> dict:
         starts = [0]
         for h, w in feature_sizes:
             starts.append(starts[-1] + h * w * 9)
-        cases.append({"image_size": [height, width], "feature_sizes": [list(fs) for fs in feature_sizes],
-                      **_sample(anchors, starts[:-1])})
+        cases.append(
+            {
+                "image_size": [height, width],
+                "feature_sizes": [list(fs) for fs in feature_sizes],
+                **_sample(anchors, starts[:-1]),
+            }
+        )
     return {
         "peer": f"torchvision {torchvision.__version__} (torch {torch.__version__})",
         "call": "torchvision.models.detection.anchor_utils.AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)"
@@ -112,7 +117,9 @@ def detectron_goldens(detectron: Path) -> dict:
         git = ["git", "-C", str(detectron)]
     else:  # bare repository: read the file at HEAD
         git = ["git", "--git-dir", str(detectron)]
-        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True
+        ).stdout
         path = Path(tempfile.mkdtemp()) / "generate_anchors.py"
         path.write_text(text)
     res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
@@ -133,7 +140,9 @@ def detectron_goldens(detectron: Path) -> dict:
             octave_scale = 2 ** (octave / float(3))
             for aspect in (0.5, 1.0, 2.0):
                 rows.append(
-                    mod.generate_anchors(stride=stride, sizes=(stride * octave_scale * 4,), aspect_ratios=(aspect,))[0]
+                    mod.generate_anchors(
+                        stride=stride, sizes=(stride * octave_scale * 4,), aspect_ratios=(aspect,)
+                    )[0]
                 )
         cells.append(np.array(rows))
     # Shifted like roi_data/data_utils.get_field_of_anchors (x * stride, location-major),
@@ -144,7 +153,13 @@ def detectron_goldens(detectron: Path) -> dict:
         sx, sy = np.meshgrid(np.arange(w) * stride, np.arange(h) * stride)
         shifts = np.vstack((sx.ravel(), sy.ravel(), sx.ravel(), sy.ravel())).T
         grid = (cells[lvl - 3][None, :, :] + shifts[:, None, :]).reshape(-1, 4)
-        grids.append({"feature_size": [h, w], "anchors": _rows(grid), "anchors_float32": _rows(grid.astype(np.float32))})
+        grids.append(
+            {
+                "feature_size": [h, w],
+                "anchors": _rows(grid),
+                "anchors_float32": _rows(grid.astype(np.float32)),
+            }
+        )
     # generate_anchors' header example: stride 16, sizes (128, 256, 512), ratio-major.
     doc = mod.generate_anchors(stride=16, sizes=(128, 256, 512), aspect_ratios=(0.5, 1, 2))
     return {
@@ -175,7 +190,9 @@ def keras_retinanet_goldens(repo: Path) -> dict:
         text, git = (repo / rel).read_text(), ["git", "-C", str(repo)]
     else:
         git = ["git", "--git-dir", str(repo)]
-        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True
+        ).stdout
     res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
     commit = res.stdout.strip() if res.returncode == 0 else "unknown"
 
@@ -187,8 +204,14 @@ def keras_retinanet_goldens(repo: Path) -> dict:
     utils.__path__ = []
     overlap = types.ModuleType("keras_retinanet.utils.compute_overlap")
     overlap.compute_overlap = None
-    sys.modules.update({"tensorflow": tf, "keras_retinanet": pkg, "keras_retinanet.utils": utils,
-                        "keras_retinanet.utils.compute_overlap": overlap})
+    sys.modules.update(
+        {
+            "tensorflow": tf,
+            "keras_retinanet": pkg,
+            "keras_retinanet.utils": utils,
+            "keras_retinanet.utils.compute_overlap": overlap,
+        }
+    )
     path = Path(tempfile.mkdtemp()) / "anchors.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("keras_retinanet.utils.anchors", path)
@@ -197,7 +220,9 @@ def keras_retinanet_goldens(repo: Path) -> dict:
     spec.loader.exec_module(mod)
 
     params = mod.AnchorParameters.default
-    cells = [mod.generate_anchors(base_size=s, ratios=params.ratios, scales=params.scales) for s in params.sizes]
+    cells = [
+        mod.generate_anchors(base_size=s, ratios=params.ratios, scales=params.scales) for s in params.sizes
+    ]
     cases = []
     for height, width in [(200, 330), (64, 96)]:
         anchors = mod.anchors_for_shape((height, width, 3))  # float64, guess_shapes = ceil
@@ -205,8 +230,13 @@ def keras_retinanet_goldens(repo: Path) -> dict:
         starts = [0]
         for h, w in shapes:
             starts.append(starts[-1] + int(h) * int(w) * 9)
-        cases.append({"image_size": [height, width], "feature_sizes": [[int(h), int(w)] for h, w in shapes],
-                      **_sample(anchors, starts[:-1])})
+        cases.append(
+            {
+                "image_size": [height, width],
+                "feature_sizes": [[int(h), int(w)] for h, w in shapes],
+                **_sample(anchors, starts[:-1]),
+            }
+        )
     return {
         "peer": f"{_repo_name(repo, 'fizyr/keras-retinanet')} {commit}",
         "call": "keras_retinanet/utils/anchors.py anchors_for_shape((H, W, 3)) with AnchorParameters.default"
@@ -236,7 +266,9 @@ def mmdetection_goldens(repo: Path) -> dict:
         text, git = (repo / rel).read_text(), ["git", "-C", str(repo)]
     else:
         git = ["git", "--git-dir", str(repo)]
-        text = subprocess.run(git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            git + ["show", f"HEAD:{rel}"], capture_output=True, text=True, check=True
+        ).stdout
     res = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
     commit = res.stdout.strip() if res.returncode == 0 else "unknown"
 
@@ -258,10 +290,14 @@ def mmdetection_goldens(repo: Path) -> dict:
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
 
-    gen = mod.AnchorGenerator(strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0], octave_base_scale=4,
-                              scales_per_octave=3)
+    gen = mod.AnchorGenerator(
+        strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0], octave_base_scale=4, scales_per_octave=3
+    )
     cases = []
-    for feature_sizes in ([(25, 42), (13, 21), (7, 11), (4, 6), (2, 3)], [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]):
+    for feature_sizes in (
+        [(25, 42), (13, 21), (7, 11), (4, 6), (2, 3)],
+        [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)],
+    ):
         parts = gen.grid_anchors(feature_sizes, device="cpu")
         anchors = torch.cat(parts)
         starts = [0]
@@ -281,7 +317,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("peer", choices=["torchvision", "detectron", "keras-retinanet", "mmdetection"])
     parser.add_argument("--detectron", type=Path, help="Detectron work tree or bare git directory")
-    parser.add_argument("--keras-retinanet", type=Path, help="keras-retinanet work tree or bare git directory")
+    parser.add_argument(
+        "--keras-retinanet", type=Path, help="keras-retinanet work tree or bare git directory"
+    )
     parser.add_argument("--mmdetection", type=Path, help="mmdetection 2.x work tree or bare git directory")
     args = parser.parse_args()
     if args.peer == "torchvision":

@@ -63,14 +63,16 @@ def main() -> None:
         boxes = grid_boxes(g, n)
         scores = torch.randint(0, 6, (n,), generator=g).float() / 5  # many ties
         idxs = torch.randint(0, 3, (n,), generator=g)
-        cases.append({
-            "boxes": boxes.tolist(),
-            "scores": scores.tolist(),
-            "idxs": idxs.tolist(),
-            "iou_threshold": thr,
-            "nms": torchvision.ops.nms(boxes, scores, thr).tolist(),
-            "batched_nms": torchvision.ops.batched_nms(boxes, scores, idxs, thr).tolist(),
-        })
+        cases.append(
+            {
+                "boxes": boxes.tolist(),
+                "scores": scores.tolist(),
+                "idxs": idxs.tolist(),
+                "iou_threshold": thr,
+                "nms": torchvision.ops.nms(boxes, scores, thr).tolist(),
+                "batched_nms": torchvision.ops.batched_nms(boxes, scores, idxs, thr).tolist(),
+            }
+        )
     out["nms"] = cases
 
     anchors, boxes = rand_boxes(g, 10, min_side=4.0), rand_boxes(g, 10, min_side=1.0)
@@ -78,15 +80,22 @@ def main() -> None:
     deltas[0, 2:] = torch.tensor([9.0, 5.0])  # beyond the clamp
     deltas[1, 2:] = torch.tensor([-9.0, -5.0])  # below -clamp: not clamped by torchvision
     clip = math.log(1000.0 / 16)
-    coding = {"anchors": anchors.tolist(), "boxes": boxes.tolist(), "deltas": deltas.tolist(),
-              "clamp": clip, "cases": []}
+    coding = {
+        "anchors": anchors.tolist(),
+        "boxes": boxes.tolist(),
+        "deltas": deltas.tolist(),
+        "clamp": clip,
+        "cases": [],
+    }
     for w in [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)]:
         coder = BoxCoder(w, bbox_xform_clip=clip)
-        coding["cases"].append({
-            "weights": list(w),
-            "encode": coder.encode_single(boxes, anchors).tolist(),
-            "decode": coder.decode_single(deltas, anchors).tolist(),
-        })
+        coding["cases"].append(
+            {
+                "weights": list(w),
+                "encode": coder.encode_single(boxes, anchors).tolist(),
+                "decode": coder.decode_single(deltas, anchors).tolist(),
+            }
+        )
     out["coding"] = coding
 
     OUT.write_text(json.dumps(out, indent=None, separators=(",", ":")) + "\n")

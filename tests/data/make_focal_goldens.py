@@ -58,14 +58,28 @@ def main() -> None:
             cases.append(_focal_case(rand_x, rand_soft, alpha, gamma, red))
     giou = []
     b1 = torch.tensor(
-        [[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0], [5.0, 5.0, 9.0, 7.0], [0.0, 0.0, 4.0, 4.0]]
+        [
+            [0.0, 0.0, 2.0, 2.0],
+            [1.0, 1.0, 3.0, 4.0],
+            [0.0, 0.0, 1.0, 1.0],
+            [5.0, 5.0, 9.0, 7.0],
+            [0.0, 0.0, 4.0, 4.0],
+        ]
     )
     b2 = torch.tensor(
-        [[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 4.0], [2.0, 2.0, 3.0, 3.0], [4.0, 6.0, 8.0, 10.0], [1.0, 1.0, 2.0, 2.0]]
+        [
+            [1.0, 1.0, 3.0, 3.0],
+            [1.0, 1.0, 3.0, 4.0],
+            [2.0, 2.0, 3.0, 3.0],
+            [4.0, 6.0, 8.0, 10.0],
+            [1.0, 1.0, 2.0, 2.0],
+        ]
     )
     for red in ("none", "mean", "sum"):
         out = generalized_box_iou_loss(b1, b2, reduction=red)
-        giou.append({"boxes1": b1.tolist(), "boxes2": b2.tolist(), "reduction": red, "loss": out.reshape(-1).tolist()})
+        giou.append(
+            {"boxes1": b1.tolist(), "boxes2": b2.tolist(), "reduction": red, "loss": out.reshape(-1).tolist()}
+        )
     data = {
         "generator": "tests/data/make_focal_goldens.py",
         "torch": torch.__version__,

@@ -52,8 +52,9 @@ def matrix_cases(gen: torch.Generator) -> list[dict]:
         for high, low in ((0.5, 0.4), (0.5, 0.5), (0.7, 0.3)):
             for lq in (True, False):
                 res = Matcher(high, low, lq)(q.clone())
-                out.append({**c, "high": high, "low": low, "allow_low_quality_matches": lq,
-                            "expected": res.tolist()})
+                out.append(
+                    {**c, "high": high, "low": low, "allow_low_quality_matches": lq, "expected": res.tolist()}
+                )
     return out
 
 

@@ -94,7 +94,9 @@ def main() -> None:
     ]
     targets = [
         {
-            "boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 130.0, 90.0], [5.0, 5.0, 25.0, 20.0]]),
+            "boxes": torch.tensor(
+                [[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 130.0, 90.0], [5.0, 5.0, 25.0, 20.0]]
+            ),
             "labels": torch.tensor([0, 3, 1]),
         },
         {"boxes": torch.tensor([[20.0, 30.0, 80.0, 110.0]]), "labels": torch.tensor([2])},
@@ -133,8 +135,10 @@ def main() -> None:
     }
     torch.save(record, OUT)
     n_det = [int(d["boxes"].shape[0]) for d in detections]
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB); detections per image {n_det}; "
-          f"losses { {k: round(float(v.detach()), 5) for k, v in losses.items()} }")
+    print(
+        f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB); detections per image {n_det}; "
+        f"losses { {k: round(float(v.detach()), 5) for k, v in losses.items()} }"
+    )
 
 
 if __name__ == "__main__":

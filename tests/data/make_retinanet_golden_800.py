@@ -70,28 +70,47 @@ def targets_for(h: int, w: int, n: int, seed: int) -> dict[str, torch.Tensor]:
 def cases() -> list[dict]:
     out = []
     for k, (h, w) in enumerate(SHAPES):
-        out.append({"name": f"{h}x{w}", "shapes": [(h, w)], "seeds": [k],
-                    "targets": [targets_for(h, w, 3 + k, 100 + k)]})
-    out.append({"name": "batch 427x640+640x480", "shapes": [SHAPES[1], SHAPES[2]], "seeds": [11, 12],
-                "targets": [targets_for(*SHAPES[1], 4, 201), targets_for(*SHAPES[2], 2, 202)]})
+        out.append(
+            {
+                "name": f"{h}x{w}",
+                "shapes": [(h, w)],
+                "seeds": [k],
+                "targets": [targets_for(h, w, 3 + k, 100 + k)],
+            }
+        )
+    out.append(
+        {
+            "name": "batch 427x640+640x480",
+            "shapes": [SHAPES[1], SHAPES[2]],
+            "seeds": [11, 12],
+            "targets": [targets_for(*SHAPES[1], 4, 201), targets_for(*SHAPES[2], 2, 202)],
+        }
+    )
     far = targets_for(375, 500, 2, 301)
     far["boxes"] = torch.cat([far["boxes"], torch.tensor([[9000.0, 9000.0, 9010.0, 9012.0]])])
     far["labels"] = torch.cat([far["labels"], torch.tensor([5])])
-    out.append({"name": "375x500, box off every anchor (train only)", "shapes": [(375, 500)], "seeds": [21],
-                "targets": [far], "train_only": True})
+    out.append(
+        {
+            "name": "375x500, box off every anchor (train only)",
+            "shapes": [(375, 500)],
+            "seeds": [21],
+            "targets": [far],
+            "train_only": True,
+        }
+    )
     return out
 
 
 def main() -> None:
     import torchvision
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.models.detection.retinanet import RetinaNet
-    from torchvision.models.resnet import Bottleneck
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     # The same slim trunk as the first golden (that script imports torchvision at the top,
     # so it is imported here, not where the tests import this file's torch-only helpers).
     from make_retinanet_golden import slim_resnet50
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.retinanet import RetinaNet
+    from torchvision.models.resnet import Bottleneck
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     torch.manual_seed(0)
     trunk = slim_resnet50(WIDTH)
@@ -136,11 +155,19 @@ def main() -> None:
             rec["detections"] = [{k: v.clone() for k, v in d.items()} for d in dets]
         model.load_state_dict(state_dict)
         model.train()
-        losses = model([im.clone() for im in images], [{k: v.clone() for k, v in t.items()} for t in case["targets"]])
+        losses = model(
+            [im.clone() for im in images], [{k: v.clone() for k, v in t.items()} for t in case["targets"]]
+        )
         rec["losses"] = {k: v.detach().clone() for k, v in losses.items()}
         records.append(rec)
         n_det = [int(d["boxes"].shape[0]) for d in rec.get("detections", [])]
-        print(case["name"], "detections", n_det, "losses", {k: round(float(v), 5) for k, v in rec["losses"].items()})
+        print(
+            case["name"],
+            "detections",
+            n_det,
+            "losses",
+            {k: round(float(v), 5) for k, v in rec["losses"].items()},
+        )
 
     record = {
         "state_dict": state_dict,

@@ -26,7 +26,7 @@ from torchvision.ops import box_iou
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "docs" / "tutorials"))
 
-import torchvision_retinanet as tutorial  # noqa: E402
+import torchvision_retinanet as tutorial
 
 
 def main() -> None:
@@ -57,8 +57,7 @@ def main() -> None:
         "peer": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
         "call": "torchvision.models.detection.RetinaNet.compute_loss(targets, head_outputs, anchors)",
         "targets": [
-            {"boxes": t["boxes"].tolist(), "labels": t["labels"].tolist()}
-            for t in captured["targets"]
+            {"boxes": t["boxes"].tolist(), "labels": t["labels"].tolist()} for t in captured["targets"]
         ],
         "cls_logits": captured["head_outputs"]["cls_logits"].tolist(),
         "bbox_regression": captured["head_outputs"]["bbox_regression"].tolist(),
@@ -69,8 +68,10 @@ def main() -> None:
     }
     path = Path(__file__).with_name("tutorial_tv_golden.json")
     path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
-    print(f"wrote {path} ({path.stat().st_size} bytes): {out['torchvision_loss']}, "
-          f"fg {num_fg}, ignored {num_ignored}")
+    print(
+        f"wrote {path} ({path.stat().st_size} bytes): {out['torchvision_loss']}, "
+        f"fg {num_fg}, ignored {num_ignored}"
+    )
 
 
 if __name__ == "__main__":

@@ -172,7 +172,9 @@ class CocoDetection(Dataset):
             if im["id"] in index_of:
                 raise ValueError(f"{where}: duplicate image id")
             if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-                raise ValueError(f"{where} must have a non-empty string 'file_name', got {im.get('file_name')!r}")
+                raise ValueError(
+                    f"{where} must have a non-empty string 'file_name', got {im.get('file_name')!r}"
+                )
             for key in ("width", "height"):
                 if key in im and not (_is_number(im[key]) and math.isfinite(im[key]) and im[key] > 0):
                     raise ValueError(f"{where}: {key!r} must be a positive finite number, got {im[key]!r}")
@@ -206,8 +208,7 @@ class CocoDetection(Dataset):
                 raise ValueError(f"{where}: unknown image_id {a['image_id']!r}")
             if a["category_id"] not in label_of:
                 raise ValueError(
-                    f"{where}: unknown category_id {a['category_id']!r} "
-                    f"(categories: {self.category_ids})"
+                    f"{where}: unknown category_id {a['category_id']!r} (categories: {self.category_ids})"
                 )
             bbox = a["bbox"]
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
@@ -225,8 +226,12 @@ class CocoDetection(Dataset):
             x, y, w, h = (float(v) for v in bbox)
             box = [x, y, x + w, y + h]
             if "width" in im:
-                box = [min(max(box[0], 0.0), im["width"]), min(max(box[1], 0.0), im["height"]),
-                       min(max(box[2], 0.0), im["width"]), min(max(box[3], 0.0), im["height"])]
+                box = [
+                    min(max(box[0], 0.0), im["width"]),
+                    min(max(box[1], 0.0), im["height"]),
+                    min(max(box[2], 0.0), im["width"]),
+                    min(max(box[3], 0.0), im["height"]),
+                ]
             per_image[index_of[a["image_id"]]].append((box, label_of[a["category_id"]], bool(crowd)))
             kept.append(a)
         self.num_skipped = len(skipped)
@@ -252,8 +257,10 @@ class CocoDetection(Dataset):
             try:
                 with Image.open(path) as f:
                     w, h = f.size
-            except Exception as e:  # noqa: BLE001 - any decoder error means an unusable file
-                raise ValueError(f"{self.annotation_file}: image id {im['id']}: cannot read {path!r} ({e})") from None
+            except Exception as e:
+                raise ValueError(
+                    f"{self.annotation_file}: image id {im['id']}: cannot read {path!r} ({e})"
+                ) from None
             if ("width" in im and im["width"] != w) or ("height" in im and im["height"] != h):
                 raise ValueError(
                     f"{self.annotation_file}: image id {im['id']}: JSON size "

@@ -81,7 +81,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def _shape_distance(label: int, x: np.ndarray, y: np.ndarray, box: np.ndarray, rng_params: dict[str, float]) -> np.ndarray:
+def _shape_distance(
+    label: int, x: np.ndarray, y: np.ndarray, box: np.ndarray, rng_params: dict[str, float]
+) -> np.ndarray:
     """Approximate signed distance in pixels (negative inside) of one shape on a grid."""
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -197,7 +199,9 @@ def render_shapes(
         c0, r0 = max(int(box[0]) - 1, 0), max(int(box[1]) - 1, 0)
         c1, r1 = min(int(math.ceil(box[2])) + 1, size), min(int(math.ceil(box[3])) + 1, size)
         yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5
-        cover = np.clip(0.5 - _shape_distance(label, xx, yy, box, params), 0.0, 1.0)[..., None].astype(np.float32)
+        cover = np.clip(0.5 - _shape_distance(label, xx, yy, box, params), 0.0, 1.0)[..., None].astype(
+            np.float32
+        )
         under = img[r0:r1, c0:c1].reshape(-1, 3).mean(0)
         color = rng.random(3, dtype=np.float32)
         for _c in range(10):  # ensure contrast against the local background

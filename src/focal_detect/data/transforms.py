@@ -25,6 +25,7 @@ __all__ = [
     "sample_seed",
 ]
 
+
 def hflip(image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
     r"""Mirror an image and its boxes left-right.
 
@@ -165,7 +166,9 @@ class SeededAugment(Dataset):
         return getattr(self.dataset, name)
 
 
-def collate_detection(batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[list[Tensor], list[dict[str, Any]]]:
+def collate_detection(
+    batch: Sequence[tuple[Tensor, dict[str, Any]]],
+) -> tuple[list[Tensor], list[dict[str, Any]]]:
     r"""Batch ``(image, target)`` pairs as the torchvision detection interface wants.
 
     Images may differ in size, so they are returned as a list (the model pads them).
@@ -191,7 +194,9 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[l
     images, targets = [], []
     for i, item in enumerate(batch):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise TypeError(f"collate_detection: batch[{i}] must be an (image, target) pair, got {type(item).__name__}")
+            raise TypeError(
+                f"collate_detection: batch[{i}] must be an (image, target) pair, got {type(item).__name__}"
+            )
         images.append(item[0])
         targets.append(item[1])
     return images, targets

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-
 __all__ = [
     "FrozenBatchNorm2d",
     "BasicBlock",
@@ -338,9 +337,7 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_resnet_state_dict(
-    backbone: ResNet, state_dict: Mapping[str, Tensor], prefix: str = ""
-) -> None:
+def load_resnet_state_dict(backbone: ResNet, state_dict: Mapping[str, Tensor], prefix: str = "") -> None:
     """Load a torchvision ResNet ``state_dict`` (e.g. ImageNet weights) into ``backbone``.
 
     Keys are matched by name; ``fc.*`` is dropped unless the backbone keeps its
@@ -389,4 +386,3 @@ def load_resnet_state_dict(
             f"{fn}: state_dict must have the backbone's keys, got missing {missing[:5]} "
             f"and unexpected {unexpected[:5]}"
         )
-

@@ -196,7 +196,9 @@ class RetinaNetInference(nn.Module):
         # conventions: mmdetection keeps the offset in the cells, Detectron's cells are
         # centred on (stride - 1) / 2).
         conv = gen.convention
-        self._shift_factor = 0.0 if conv == "mmdetection" else gen.offset - (0.5 if conv == "detectron" else 0.0)
+        self._shift_factor = (
+            0.0 if conv == "mmdetection" else gen.offset - (0.5 if conv == "detectron" else 0.0)
+        )
         for i, lv in enumerate(levels):
             self.register_buffer(f"_cells{i}", lv.cell_anchors.to(torch.float32).clone(), persistent=False)
 
@@ -289,14 +291,16 @@ class RetinaNetInference(nn.Module):
         boxes = torch.cat(all_boxes, dim=1)  # (B, C, 4)
         scores = torch.cat(all_scores, dim=1)  # (B, C)
         labels = torch.cat(all_labels, dim=1)  # (B, C)
-        upper = torch.stack(
-            [torch.full((), w, device=device), torch.full((), h, device=device)] * 2
-        ).to(boxes.dtype)
+        upper = torch.stack([torch.full((), w, device=device), torch.full((), h, device=device)] * 2).to(
+            boxes.dtype
+        )
         boxes = torch.minimum(boxes.clamp(min=0), upper)
 
         # Class-wise NMS: class k sees only the candidates labelled k.
         classes = torch.arange(k, device=device)
-        per_class = torch.where(labels[:, None, :] == classes[None, :, None], scores[:, None, :], _EMPTY_SCORE)
+        per_class = torch.where(
+            labels[:, None, :] == classes[None, :, None], scores[:, None, :], _EMPTY_SCORE
+        )
         selected = _nms_op()(boxes, per_class, float(cfg.nms_thresh), _NMS_SCORE_THRESHOLD)
         kept = torch.full_like(scores, _EMPTY_SCORE)
         kept = kept.index_put((selected[:, 0], selected[:, 2]), scores[selected[:, 0], selected[:, 2]])
@@ -306,8 +310,12 @@ class RetinaNetInference(nn.Module):
         out_boxes = torch.gather(boxes, 1, idx[..., None].expand(b, idx.shape[1], 4))
         out_labels = torch.gather(labels, 1, idx)
         # Back to the input size: (w0 / w, h0 / h), float32 quotients as torchvision.
-        fx = torch.full((), w0, dtype=torch.float32, device=device) / torch.full((), w, dtype=torch.float32, device=device)
-        fy = torch.full((), h0, dtype=torch.float32, device=device) / torch.full((), h, dtype=torch.float32, device=device)
+        fx = torch.full((), w0, dtype=torch.float32, device=device) / torch.full(
+            (), w, dtype=torch.float32, device=device
+        )
+        fy = torch.full((), h0, dtype=torch.float32, device=device) / torch.full(
+            (), h, dtype=torch.float32, device=device
+        )
         out_boxes = out_boxes * torch.stack((fx, fy, fx, fy))
         out_boxes = torch.where(valid[..., None], out_boxes, 0.0)
         out_scores = torch.where(valid, out_scores, 0.0)
@@ -336,7 +344,19 @@ def _promote_size_arithmetic(proto: Any) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     inits = {t.name: t for t in graph.initializer}
-    scalar_ops = {"Cast", "Div", "Mul", "Min", "Max", "Add", "Sub", "Squeeze", "Unsqueeze", "Reshape", "Constant"}
+    scalar_ops = {
+        "Cast",
+        "Div",
+        "Mul",
+        "Min",
+        "Max",
+        "Add",
+        "Sub",
+        "Squeeze",
+        "Unsqueeze",
+        "Reshape",
+        "Constant",
+    }
     new_nodes: list[tuple[Any, Any]] = []  # (node to insert before, copy)
     rewired = 0
     for floor in [n for n in graph.node if n.op_type == "Floor"]:
@@ -492,7 +512,9 @@ def export_onnx(
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as e:
-        raise ImportError(f"{fn}: needs onnx and onnxscript (pip install 'focal-detect[export]'): {e}") from None
+        raise ImportError(
+            f"{fn}: needs onnx and onnxscript (pip install 'focal-detect[export]'): {e}"
+        ) from None
 
     import copy
 

@@ -53,9 +53,7 @@ class FPN(nn.Module):
         [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
     """
 
-    def __init__(
-        self, in_channels: Sequence[int], out_channels: int = 256, p6_from: str = "c5"
-    ) -> None:
+    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, p6_from: str = "c5") -> None:
         super().__init__()
         fn = "FPN"
         if p6_from not in P6_SOURCES:

@@ -255,8 +255,7 @@ class RetinaNetConfig:
         _positive_int(fn, "num_classes", self.num_classes)
         if self.backbone_depth not in RESNET_DEPTHS:
             raise ValueError(
-                f"{fn}: backbone_depth must be one of {sorted(RESNET_DEPTHS)}, "
-                f"got {self.backbone_depth!r}"
+                f"{fn}: backbone_depth must be one of {sorted(RESNET_DEPTHS)}, got {self.backbone_depth!r}"
             )
         _positive_int(fn, "backbone_width", self.backbone_width)
         if (
@@ -264,7 +263,9 @@ class RetinaNetConfig:
             or not isinstance(self.trainable_layers, int)
             or not 0 <= self.trainable_layers <= 5
         ):
-            raise ValueError(f"{fn}: trainable_layers must be an int in [0, 5], got {self.trainable_layers!r}")
+            raise ValueError(
+                f"{fn}: trainable_layers must be an int in [0, 5], got {self.trainable_layers!r}"
+            )
         _positive_int(fn, "fpn_channels", self.fpn_channels)
         if self.p6_from not in P6_SOURCES:
             raise ValueError(f"{fn}: p6_from must be one of {P6_SOURCES}, got {self.p6_from!r}")
@@ -289,13 +290,17 @@ class RetinaNetConfig:
                 f"{fn}: allow_low_quality_matches must be a bool, got {self.allow_low_quality_matches!r}"
             )
         if self.low_quality not in LOW_QUALITY_MODES:
-            raise ValueError(f"{fn}: low_quality must be one of {LOW_QUALITY_MODES}, got {self.low_quality!r}")
+            raise ValueError(
+                f"{fn}: low_quality must be one of {LOW_QUALITY_MODES}, got {self.low_quality!r}"
+            )
         if self.min_low_quality_iou is not None:
             _in_range(fn, "min_low_quality_iou", self.min_low_quality_iou, 0.0, 1.0)
         if self.crowd_ioa_threshold is not None:
             _in_range(fn, "crowd_ioa_threshold", self.crowd_ioa_threshold, 1e-12, 1.0)
         if not isinstance(self.derive_anchor_strides, bool):
-            raise ValueError(f"{fn}: derive_anchor_strides must be a bool, got {self.derive_anchor_strides!r}")
+            raise ValueError(
+                f"{fn}: derive_anchor_strides must be a bool, got {self.derive_anchor_strides!r}"
+            )
         try:  # the anchor fields must make a generator (cheap: cell anchors only)
             RetinaNet._make_anchor_generator(self)
         except (TypeError, ValueError) as e:
@@ -336,9 +341,9 @@ class RetinaNetConfig:
         if self.cls_loss not in CLS_LOSSES:
             raise ValueError(f"{fn}: cls_loss must be one of {CLS_LOSSES}, got {self.cls_loss!r}")
         _in_range(fn, "focal_star_gamma", self.focal_star_gamma, 1e-12, math.inf)
-        if not (isinstance(self.focal_star_beta, (int, float)) and math.isfinite(self.focal_star_beta)) or isinstance(
-            self.focal_star_beta, bool
-        ):
+        if not (
+            isinstance(self.focal_star_beta, (int, float)) and math.isfinite(self.focal_star_beta)
+        ) or isinstance(self.focal_star_beta, bool):
             raise ValueError(f"{fn}: focal_star_beta must be a finite number, got {self.focal_star_beta!r}")
         _positive_int(fn, "ohem_batch_size_per_image", self.ohem_batch_size_per_image)
         if self.ohem_positive_fraction is not None:
@@ -677,9 +682,7 @@ class RetinaNet(nn.Module):
         if not isinstance(targets, (list, tuple)):
             raise TypeError(f"{fn}: targets must be a list of dicts, got {type(targets).__name__}")
         if len(targets) != num_images:
-            raise ValueError(
-                f"{fn}: targets must have one dict per image ({num_images}), got {len(targets)}"
-            )
+            raise ValueError(f"{fn}: targets must have one dict per image ({num_images}), got {len(targets)}")
         k = self.config.num_classes
         out = []
         for i, t in enumerate(targets):
@@ -829,8 +832,10 @@ class RetinaNet(nn.Module):
         pad_w = int(math.ceil(max_w / d) * d)
         if isinstance(images, Tensor):
             x = resized[0]
-            batch = x if (pad_h, pad_w) == tuple(x.shape[-2:]) else F.pad(
-                x, (0, pad_w - x.shape[-1], 0, pad_h - x.shape[-2])
+            batch = (
+                x
+                if (pad_h, pad_w) == tuple(x.shape[-2:])
+                else F.pad(x, (0, pad_w - x.shape[-1], 0, pad_h - x.shape[-2]))
             )
         else:
             first = resized[0]
@@ -913,7 +918,10 @@ class RetinaNet(nn.Module):
         if self.training:
             assert targets is not None
             return self.compute_loss(
-                torch.cat(cls_levels, dim=1), torch.cat(box_levels, dim=1), targets, feature_sizes,
+                torch.cat(cls_levels, dim=1),
+                torch.cat(box_levels, dim=1),
+                targets,
+                feature_sizes,
                 image_size=padded,
             )
         return self.postprocess(cls_levels, box_levels, feature_sizes, sizes, original, padded_size=padded)
@@ -955,7 +963,9 @@ class RetinaNet(nn.Module):
         cfg = self.config
         device = cls_logits.device
         self._check_padded_size("RetinaNet.compute_loss", "image_size", image_size)
-        anchors = self.anchor_generator(feature_sizes, device=device, dtype=torch.float32, image_size=image_size)
+        anchors = self.anchor_generator(
+            feature_sizes, device=device, dtype=torch.float32, image_size=image_size
+        )
         levels = self.anchor_generator.levels(feature_sizes, image_size=image_size)
         gt_boxes, gt_labels, crowd_boxes = [], [], []
         any_crowd = False
@@ -1221,7 +1231,5 @@ class RetinaNet(nn.Module):
         splits = torch.bincount(img_kept, minlength=b).tolist()
         return [
             {"boxes": bx, "scores": sc, "labels": lb}
-            for bx, sc, lb in zip(
-                out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits)
-            )
+            for bx, sc, lb in zip(out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits))
         ]
