@@ -56,8 +56,8 @@ def check_boxes(fn: str, name: str, boxes: object, batched: bool | None = False)
     return t
 
 
-def check_same_device(fn: str, **tensors: Tensor) -> None:
-    """Raise ``ValueError`` if the named tensors live on different devices."""
+def check_same_device(fn: str, **tensors: Tensor | None) -> None:
+    """Raise ``ValueError`` if the named tensors (``None`` skipped) live on different devices."""
     items = [(k, v) for k, v in tensors.items() if isinstance(v, Tensor)]
     if not items:
         return

@@ -52,6 +52,13 @@ def _check_module(fn: str, conv: object) -> nn.Module:
     return conv
 
 
+def _parameters(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(weight, bias or None)`` of a module checked by :func:`_check_module`."""
+    weight, bias = conv.weight, getattr(conv, "bias", None)
+    assert isinstance(weight, torch.Tensor)  # _check_module
+    return weight, bias if isinstance(bias, torch.Tensor) else None
+
+
 def init_conv_(conv: nn.Module, std: float = 0.01, bias: float = 0.0) -> nn.Module:
     r"""In place: weights :math:`\sim \mathcal N(0, \mathrm{std}^2)`, bias ``bias``.
 
@@ -77,10 +84,11 @@ def init_conv_(conv: nn.Module, std: float = 0.01, bias: float = 0.0) -> nn.Modu
     _check_module(fn, conv)
     s = check_number(fn, "std", std, low=0.0)
     b = check_number(fn, "bias", bias)
+    weight, bias_param = _parameters(conv)
     with torch.no_grad():
-        conv.weight.normal_(0.0, s)
-        if getattr(conv, "bias", None) is not None:
-            conv.bias.fill_(b)
+        weight.normal_(0.0, s)
+        if bias_param is not None:
+            bias_param.fill_(b)
     return conv
 
 
@@ -110,7 +118,9 @@ def init_prior_bias_(conv: nn.Module, prior: float = 0.01, std: float = 0.01) ->
         raise ValueError(f"{fn}: conv must have a bias, got bias=None")
     s = check_number(fn, "std", std, low=0.0)
     b = prior_bias(check_number(fn, "prior", prior, low=0.0, high=1.0, low_open=True, high_open=True))
+    weight, bias_param = _parameters(conv)
+    assert bias_param is not None  # checked above
     with torch.no_grad():
-        conv.weight.normal_(0.0, s)
-        conv.bias.fill_(b)
+        weight.normal_(0.0, s)
+        bias_param.fill_(b)
     return conv

@@ -349,7 +349,8 @@ class SyntheticShapes(Dataset):
                 f"SyntheticShapes.to_coco: file_names must have {self.num_images} entries, "
                 f"got {len(file_names)}"
             )
-        images, annotations = [], []
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for i in range(self.num_images):
             name = f"{i:06d}.png" if file_names is None else file_names[i]
             images.append({"id": i, "file_name": name, "width": self.image_size, "height": self.image_size})
