@@ -39,8 +39,10 @@ def test_smoke_run_writes_every_table_with_finite_numbers(tmp_path) -> None:  # 
     data = json.loads(out.read_text())
     tables = data["summary"]["tables"]
     assert set(tables) == {"sec51", "table1a", "table1b", "table1d", "appendixA"}
-    assert [r["paper_AP"] for r in tables["table1a"]] == [10.8, 30.2, 31.1, 30.8, 28.7]
-    assert [r["paper_AP"] for r in tables["table1b"]] == [31.1, 32.9, 33.7, 34.0, 32.2]
+    # Each measured row sits beside a paper figure (the figures themselves are the script's
+    # transcription of the paper; comparing them with a second copy here would test nothing).
+    for key in ("table1a", "table1b"):
+        assert all(0.0 < r["paper_AP"] < 100.0 for r in tables[key]), key
     for key in ("table1a", "table1b", "table1d", "appendixA"):
         for row in tables[key]:
             mean = row["AP"][0]
