@@ -139,11 +139,24 @@ class CocoDetection(Dataset):
         if not os.path.isdir(self.images_dir):
             raise FileNotFoundError(f"CocoDetection: images_dir {self.images_dir!r} is not a directory")
         data = load_coco_json(self.annotation_file)
-        src = self.annotation_file
+        cats = self._read_categories(data["categories"])
+        self.category_ids: list[int] = sorted(cats)
+        self.class_names: tuple[str, ...] = tuple(cats[k] for k in self.category_ids)
+        index_of = self._read_images(data["images"])
+        if check_image_sizes:
+            self._check_sizes()
+        kept = self._read_annotations(data["annotations"], index_of, strict)
+        self._coco = {
+            "images": self._images,
+            "annotations": kept,
+            "categories": [{"id": k, "name": cats[k]} for k in self.category_ids],
+        }
 
-        # Categories.
+    def _read_categories(self, records: list[Any]) -> dict[int, str]:
+        """``{category id: name}``; every record checked."""
+        src = self.annotation_file
         cats: dict[int, str] = {}
-        for i, c in enumerate(data["categories"]):
+        for i, c in enumerate(records):
             where = f"{src}: categories[{i}]"
             if not isinstance(c, dict):
                 raise ValueError(f"{where} must be an object, got {type(c).__name__}")
@@ -154,15 +167,15 @@ class CocoDetection(Dataset):
             cats[c["id"]] = str(c.get("name", c["id"]))
         if not cats:
             raise ValueError(f"{src}: 'categories' must not be empty")
-        self.category_ids: list[int] = sorted(cats)
-        self.class_names: tuple[str, ...] = tuple(cats[k] for k in self.category_ids)
-        label_of = {cid: k for k, cid in enumerate(self.category_ids)}
+        return cats
 
-        # Images.
+    def _read_images(self, records: list[Any]) -> dict[int, int]:
+        """Fill ``self._images``; ``{image id: index}``. Missing files are one error."""
+        src = self.annotation_file
         self._images: list[dict[str, Any]] = []
         index_of: dict[int, int] = {}
         missing: list[str] = []
-        for i, im in enumerate(data["images"]):
+        for i, im in enumerate(records):
             where = f"{src}: images[{i}]"
             if not isinstance(im, dict):
                 raise ValueError(f"{where} must be an object, got {type(im).__name__}")
@@ -178,8 +191,7 @@ class CocoDetection(Dataset):
             for key in ("width", "height"):
                 if key in im and not (_is_number(im[key]) and math.isfinite(im[key]) and im[key] > 0):
                     raise ValueError(f"{where}: {key!r} must be a positive finite number, got {im[key]!r}")
-            path = os.path.join(self.images_dir, im["file_name"])
-            if not os.path.isfile(path):
+            if not os.path.isfile(os.path.join(self.images_dir, im["file_name"])):
                 missing.append(im["file_name"])
             index_of[im["id"]] = len(self._images)
             self._images.append(im)
@@ -188,42 +200,27 @@ class CocoDetection(Dataset):
                 f"CocoDetection: {len(missing)} image file(s) listed in {src} are missing from "
                 f"{self.images_dir!r}, e.g. {missing[:3]}"
             )
-        if check_image_sizes:
-            self._check_sizes()
+        return index_of
 
-        # Annotations.
+    def _read_annotations(
+        self, records: list[Any], index_of: dict[int, int], strict: bool
+    ) -> list[dict[str, Any]]:
+        """Fill ``self._targets`` and ``self.num_skipped``; the kept records."""
+        src = self.annotation_file
+        label_of = {cid: k for k, cid in enumerate(self.category_ids)}
         per_image: list[list[tuple[list[float], int, bool]]] = [[] for _ in self._images]
         kept: list[dict[str, Any]] = []
         skipped: list[str] = []
-        for i, a in enumerate(data["annotations"]):
-            where = f"{src}: annotations[{i}]"
-            if not isinstance(a, dict):
-                raise ValueError(f"{where} must be an object, got {type(a).__name__}")
-            if "id" in a:
-                where = f"{src}: annotation id {a['id']!r}"
-            for key in ("image_id", "category_id", "bbox"):
-                if key not in a:
-                    raise ValueError(f"{where}: missing key {key!r}")
-            if a["image_id"] not in index_of:
-                raise ValueError(f"{where}: unknown image_id {a['image_id']!r}")
-            if a["category_id"] not in label_of:
-                raise ValueError(
-                    f"{where}: unknown category_id {a['category_id']!r} (categories: {self.category_ids})"
-                )
-            bbox = a["bbox"]
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-                raise ValueError(f"{where}: 'bbox' must be a list of 4 numbers [x, y, w, h], got {bbox!r}")
-            crowd = a.get("iscrowd", 0)
-            if crowd not in (0, 1, True, False):
-                raise ValueError(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
+        for i, a in enumerate(records):
+            where = self._check_annotation(i, a, index_of, label_of)
             im = self._images[index_of[a["image_id"]]]
-            reason = self._box_problem(bbox, im)
+            reason = self._box_problem(a["bbox"], im)
             if reason is not None:
                 if strict:
                     raise ValueError(f"{where}: {reason}")
                 skipped.append(f"{where.split(': ', 1)[1]} ({reason})")
                 continue
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = (float(v) for v in a["bbox"])
             box = [x, y, x + w, y + h]
             if "width" in im:
                 box = [
@@ -232,7 +229,8 @@ class CocoDetection(Dataset):
                     min(max(box[2], 0.0), im["width"]),
                     min(max(box[3], 0.0), im["height"]),
                 ]
-            per_image[index_of[a["image_id"]]].append((box, label_of[a["category_id"]], bool(crowd)))
+            crowd = bool(a.get("iscrowd", 0))
+            per_image[index_of[a["image_id"]]].append((box, label_of[a["category_id"]], crowd))
             kept.append(a)
         self.num_skipped = len(skipped)
         if skipped:
@@ -240,14 +238,34 @@ class CocoDetection(Dataset):
                 f"CocoDetection: skipped {len(skipped)} annotation(s) with unusable boxes in {src}: "
                 + "; ".join(skipped[:5])
                 + (" ..." if len(skipped) > 5 else ""),
-                stacklevel=2,
+                stacklevel=3,  # the caller of CocoDetection(...)
             )
         self._targets = per_image
-        self._coco = {
-            "images": self._images,
-            "annotations": kept,
-            "categories": [{"id": k, "name": cats[k]} for k in self.category_ids],
-        }
+        return kept
+
+    def _check_annotation(self, i: int, a: object, index_of: dict[int, int], label_of: dict[int, int]) -> str:
+        """Raise on a malformed annotation record; its name for messages."""
+        src = self.annotation_file
+        where = f"{src}: annotations[{i}]"
+        if not isinstance(a, dict):
+            raise ValueError(f"{where} must be an object, got {type(a).__name__}")
+        if "id" in a:
+            where = f"{src}: annotation id {a['id']!r}"
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in a:
+                raise ValueError(f"{where}: missing key {key!r}")
+        if a["image_id"] not in index_of:
+            raise ValueError(f"{where}: unknown image_id {a['image_id']!r}")
+        if a["category_id"] not in label_of:
+            raise ValueError(
+                f"{where}: unknown category_id {a['category_id']!r} (categories: {self.category_ids})"
+            )
+        bbox = a["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise ValueError(f"{where}: 'bbox' must be a list of 4 numbers [x, y, w, h], got {bbox!r}")
+        if a.get("iscrowd", 0) not in (0, 1, True, False):
+            raise ValueError(f"{where}: 'iscrowd' must be 0 or 1, got {a.get('iscrowd')!r}")
+        return where
 
     def _check_sizes(self) -> None:
         from PIL import Image
