@@ -167,7 +167,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     hue = rng.random()
     base = _hsv(hue, rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.8))
     cast = _hsv(hue + rng.uniform(-0.15, 0.15), rng.uniform(0.1, 0.4), 1.0) - 0.5
-    field = sum(_value_noise(rng, size, size, c) * amp for c, amp in ((4, 0.5), (12, 0.3), (40, 0.2)))
+    field = np.zeros((size, size), np.float32)
+    for cells, amp in ((4, 0.5), (12, 0.3), (40, 0.2)):  # three octaves
+        field += _value_noise(rng, size, size, cells) * np.float32(amp)
     img = base + (field[..., None] - 0.5) * (rng.uniform(0.15, 0.45) + 0.3 * cast)
     if rng.random() < 0.5:  # stripe or grid texture over the whole image
         tex = _pattern(rng, size, size, np.zeros(3, np.float32), np.ones(3, np.float32)) - 0.5

@@ -219,7 +219,19 @@ def plot_focal_loss_cdf(
 
 
 class HasBoxes(Protocol):
-    """Anything that carries anchors as an ``(N, 4)`` tensor attribute ``boxes``."""
+    r"""Anything that carries anchors as an ``(N, 4)`` tensor attribute ``boxes``.
+
+    Such as the value an anchor generator returns; :func:`anchor_coverage` and
+    :func:`best_anchor_iou` accept it in place of the tensor.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Anchors:
+        ...     boxes: torch.Tensor
+        >>> anchor_coverage(Anchors(torch.tensor([[0.0, 0.0, 8.0, 8.0]])), torch.tensor([[0.0, 0.0, 8.0, 6.0]]))
+        1.0
+    """
 
     @property
     def boxes(self) -> Tensor: ...

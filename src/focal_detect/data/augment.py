@@ -66,7 +66,20 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 class Transform(Protocol):
-    """A seeded detection transform: ``(image, target, generator) -> (image, target)``."""
+    r"""A seeded detection transform: ``(image, target, generator) -> (image, target)``.
+
+    The contract of :class:`Compose` and :class:`~focal_detect.data.SeededAugment`: all
+    randomness comes from ``generator`` (a CPU :class:`torch.Generator`), the inputs are
+    not modified in place, and ``target`` keeps its keys (per-box entries follow the
+    boxes).
+
+    Example:
+        >>> def brighten(image, target, generator=None):
+        ...     return (image * 1.1).clamp(0, 1), target
+        >>> t: Transform = brighten
+        >>> float(Compose([t])(torch.full((3, 1, 1), 0.5), {})[0][0, 0, 0])
+        0.550000011920929
+    """
 
     def __call__(
         self, image: Tensor, target: dict[str, Any], generator: torch.Generator | None = None
