@@ -153,6 +153,15 @@ def test_dtype_and_device_are_kept() -> None:
     assert img.device == boxes.device == t["boxes"].device
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_keep_their_dtype(dtype) -> None:
+    img = torch.rand(3, 20, 20).to(dtype)
+    for size in ((10, 10), (30, 30)):
+        out, _ = rescale_place(img, {"boxes": torch.zeros(0, 4)}, size, (0, 0), output_size=(24, 24))
+        assert out.dtype == dtype and out.shape == (3, 24, 24)
+    assert adjust_photometric(img, 1.2, 0.8, 1.1, 0.1).dtype == dtype
+
+
 def test_default_augmentation_is_the_flip_alone_sample_for_sample() -> None:
     base = [
         (torch.rand(3, 8, 12), {"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "image_id": i})
@@ -266,3 +275,16 @@ def test_bad_types_raise_type_error() -> None:
         RandomScaleJitter()(torch.zeros(3, 4, 4, dtype=torch.uint8), {"boxes": torch.zeros(0, 4)})
     with pytest.raises(TypeError, match=r"transforms\[1\] must be callable"):
         Compose([RandomHorizontalFlip(), 3])  # type: ignore[list-item]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augmentation_stays_on_the_gpu_and_matches_the_cpu() -> None:
+    aug = build_augmentation({"scale_jitter": (0.5, 1.5), "aspect_jitter": (0.8, 1.25), "photometric": 0.4})
+    img = torch.rand(3, 40, 40)
+    target = _target(torch.tensor([[2.0, 3.0, 30.0, 25.0], [10.0, 10.0, 14.0, 13.0]]))
+    gpu_target = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+    a_img, a_t = aug(img, target, torch.Generator().manual_seed(3))
+    b_img, b_t = aug(img.cuda(), gpu_target, torch.Generator().manual_seed(3))
+    assert b_img.is_cuda and b_t["boxes"].is_cuda and b_t["labels"].is_cuda
+    torch.testing.assert_close(b_img.cpu(), a_img, atol=1e-5, rtol=0)
+    assert torch.equal(b_t["boxes"].cpu(), a_t["boxes"]) and torch.equal(b_t["labels"].cpu(), a_t["labels"])

@@ -140,3 +140,11 @@ def test_value_object_with_bad_boxes_is_named() -> None:
 
     with pytest.raises(ValueError, match=r"anchors.boxes must have shape"):
         anchor_coverage(Bad(), torch.zeros(1, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_coverage_on_the_gpu_with_cpu_boxes() -> None:
+    anchors = _grid_anchors(16.0, 16.0, 64.0)
+    gt = torch.tensor([[16.0, 16.0, 32.0, 32.0], [8.0, 16.0, 24.0, 32.0]])
+    assert anchor_coverage(anchors.cuda(), [gt]) == anchor_coverage(anchors, gt) == 0.5
+    assert best_anchor_iou(anchors.cuda(), gt).is_cuda

@@ -212,9 +212,11 @@ def rescale_place(
         resized = image
     else:
         antialias = hr < h or wr < w
+        # Half precision: resampled in float32 (CPU kernels need it), stored back as given.
+        src = image if image.dtype in (torch.float32, torch.float64) else image.float()
         resized = F.interpolate(
-            image[None], size=(hr, wr), mode="bilinear", align_corners=False, antialias=antialias
-        )[0]
+            src[None], size=(hr, wr), mode="bilinear", align_corners=False, antialias=antialias
+        )[0].to(image.dtype)
     canvas = image.new_full((image.shape[0], ho, wo), fill)
     # Overlap of the resized image [oy, oy + hr) x [ox, ox + wr) with the canvas.
     y0, y1 = max(oy, 0), min(oy + hr, ho)
@@ -371,10 +373,13 @@ def adjust_photometric(
         y = (x * luma_w).sum(0, keepdim=True)
         x = y + s * (x - y)
     if h != 0.0:
-        to_yiq = image.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        # The 3x3 colour matrix in float64 on the CPU, then applied in the image's dtype.
+        to_yiq = torch.tensor(
+            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+        )
         cos, sin = math.cos(2 * math.pi * h), math.sin(2 * math.pi * h)
-        rot = image.new_tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-        m = torch.linalg.inv(to_yiq) @ rot @ to_yiq
+        rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=torch.float64)
+        m = (torch.linalg.inv(to_yiq) @ rot @ to_yiq).to(device=image.device, dtype=image.dtype)
         x = torch.einsum("ij,jhw->ihw", m, x)
     return x.clamp(0.0, 1.0)
 
