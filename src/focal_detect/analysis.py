@@ -1,4 +1,4 @@
-r"""Analysis of a trained detector's losses: the paper's Figure 4.
+r"""Analysis: the paper's Figure 4 (loss distribution) and anchor coverage of a dataset.
 
 Figure 4 of the focal loss paper shows, for a converged model, how the loss is
 distributed over the positive and the negative examples at several focusing
@@ -8,6 +8,12 @@ fraction of examples. For positives the curves barely move with :math:`\gamma`; 
 negatives, at :math:`\gamma = 2` nearly all of the loss comes from a small fraction of
 hard examples. :func:`focal_loss_cdf` computes those curves and
 :func:`plot_focal_loss_cdf` draws them (matplotlib is imported only there).
+
+:func:`anchor_coverage` measures, before any training, whether a set of anchors can
+serve a dataset at all: the share of ground-truth boxes that have at least one anchor
+with IoU at or above the foreground threshold (:func:`best_anchor_iou` gives each box's
+best IoU). A box without such an anchor is only ever learnt through low-quality
+matches.
 """
 
 from __future__ import annotations
@@ -15,15 +21,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from focal_detect._checks import check_float_tensor, check_number, check_tensor
+from focal_detect._checks import check_boxes, check_float_tensor, check_number, check_tensor
+from focal_detect.boxes import box_iou
 from focal_detect.constants import IGNORE
 
-__all__ = ["focal_loss_cdf", "plot_focal_loss_cdf"]
+__all__ = ["HasBoxes", "anchor_coverage", "best_anchor_iou", "focal_loss_cdf", "plot_focal_loss_cdf"]
+
+# Largest IoU block computed at once (anchors x boxes, float32: 16 MiB): bounds the
+# memory of best_anchor_iou whatever the number of anchors and boxes.
+_IOU_BLOCK_ELEMENTS = 1 << 22
+# Boxes per block, so that one block of boxes still leaves a useful anchor chunk.
+_BOX_BLOCK = 4096
 
 
 def _cdf_on_grid(sorted_losses: Tensor, fractions: Tensor) -> Tensor:
@@ -203,3 +216,142 @@ def plot_focal_loss_cdf(
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=120)
     plt.close(fig)
+
+
+class HasBoxes(Protocol):
+    r"""Anything that carries anchors as an ``(N, 4)`` tensor attribute ``boxes``.
+
+    Such as the value an anchor generator returns; :func:`anchor_coverage` and
+    :func:`best_anchor_iou` accept it in place of the tensor.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Anchors:
+        ...     boxes: torch.Tensor
+        >>> anchor_coverage(Anchors(torch.tensor([[0.0, 0.0, 8.0, 8.0]])), torch.tensor([[0.0, 0.0, 8.0, 6.0]]))
+        1.0
+    """
+
+    @property
+    def boxes(self) -> Tensor: ...
+
+
+def _anchor_tensor(fn: str, anchors: Tensor | HasBoxes) -> Tensor:
+    if not isinstance(anchors, Tensor):
+        if not hasattr(anchors, "boxes"):
+            raise TypeError(
+                f"{fn}: anchors must be an (N, 4) tensor or have a .boxes (N, 4) tensor, "
+                f"got {type(anchors).__name__}"
+            )
+        return check_boxes(fn, "anchors.boxes", anchors.boxes)
+    return check_boxes(fn, "anchors", anchors)
+
+
+def _gt_tensor(fn: str, boxes: Tensor | Sequence[Tensor], like: Tensor) -> Tensor:
+    if isinstance(boxes, Tensor):
+        gt = check_boxes(fn, "boxes", boxes)
+    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
+        parts = [check_boxes(fn, f"boxes[{i}]", b) for i, b in enumerate(boxes)]
+        gt = torch.cat(parts) if parts else like.new_zeros(0, 4)
+    else:
+        raise TypeError(
+            f"{fn}: boxes must be an (M, 4) tensor or a list of (M_i, 4) tensors, got {type(boxes).__name__}"
+        )
+    return gt.detach().to(device=like.device, dtype=like.dtype)
+
+
+@torch.no_grad()
+def best_anchor_iou(anchors: Tensor | HasBoxes, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+    r"""Each ground-truth box's highest IoU with any anchor.
+
+    .. math:: q_j = \max_{i} \mathrm{IoU}(a_i, g_j)
+
+    computed block by block (at most :math:`2^{22}` IoU values at a time, 16 MiB in
+    float32), so 100k anchors against thousands of boxes need little memory. IoU is
+    :func:`~focal_detect.boxes.box_iou` (0 for zero-area boxes).
+
+    Shape:
+        anchors: ``(N, 4)``.
+        boxes: ``(M, 4)``, or per image ``(M_i, 4)`` with :math:`M = \sum_i M_i`.
+        output: ``(M,)``.
+
+    Args:
+        anchors: ``(N, 4)`` anchors in ``(x1, y1, x2, y2)``, or an object with such a
+            ``.boxes`` attribute (an anchor generator's output).
+        boxes: Ground truth: one ``(M, 4)`` tensor or a list of per-image tensors,
+            concatenated in order. Moved to the anchors' device and dtype.
+
+    Returns:
+        ``(M,)`` best IoU per box, in ``[0, 1]``; 0 for every box when ``N = 0``.
+
+    Raises:
+        TypeError: Non-tensor or non-float input.
+        ValueError: A tensor not of shape ``(*, 4)``.
+
+    Example:
+        >>> anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
+        >>> best_anchor_iou(anchors, [torch.tensor([[0.0, 0.0, 10.0, 12.0]]),
+        ...                           torch.tensor([[20.0, 20.0, 30.0, 30.0]])])
+        tensor([0.8333, 0.2500])
+    """
+    fn = "best_anchor_iou"
+    a = _anchor_tensor(fn, anchors).detach()
+    gt = _gt_tensor(fn, boxes, a)
+    out = gt.new_zeros(gt.shape[0], dtype=torch.float32 if gt.dtype == torch.float16 else gt.dtype)
+    if a.shape[0] == 0:
+        return out
+    for j in range(0, gt.shape[0], _BOX_BLOCK):
+        block = gt[j : j + _BOX_BLOCK]
+        step = max(1, _IOU_BLOCK_ELEMENTS // block.shape[0])
+        best = out[j : j + _BOX_BLOCK]
+        for i in range(0, a.shape[0], step):
+            torch.maximum(best, box_iou(a[i : i + step], block).amax(0), out=best)
+    return out
+
+
+def anchor_coverage(
+    anchors: Tensor | HasBoxes, boxes: Tensor | Sequence[Tensor], fg_iou_thresh: float = 0.5
+) -> float:
+    r"""Share of ground-truth boxes that some anchor matches as foreground.
+
+    .. math::
+
+        \mathrm{coverage} = \frac{1}{M} \sum_{j=1}^{M}
+        \mathbb{1}\Big[\max_i \mathrm{IoU}(a_i, g_j) \ge t\Big]
+
+    with :math:`t` = ``fg_iou_thresh`` (the matcher's foreground threshold, 0.5 in the
+    paper). Low-quality matches, which give every box its best anchor anyway, are not
+    counted: the number says how many boxes get a proper positive anchor. Works for any
+    anchor generator (pass its ``(N, 4)`` anchors for one image size); memory-bounded
+    as :func:`best_anchor_iou`, which also gives the per-box IoUs for a report.
+
+    Shape:
+        anchors: ``(N, 4)``.
+        boxes: ``(M, 4)``, or per image ``(M_i, 4)``.
+
+    Args:
+        anchors: ``(N, 4)`` anchors, or an object with a ``.boxes`` ``(N, 4)`` tensor.
+        boxes: Ground truth: one ``(M, 4)`` tensor or a list of per-image tensors.
+        fg_iou_thresh: Foreground IoU threshold :math:`t \in (0, 1]`.
+
+    Returns:
+        Coverage in ``[0, 1]``; ``nan`` when there are no boxes (nothing to cover).
+
+    Raises:
+        TypeError: Non-tensor or non-float input.
+        ValueError: Bad shapes or ``fg_iou_thresh`` outside ``(0, 1]``.
+
+    Example:
+        >>> anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
+        >>> gt = torch.tensor([[0.0, 0.0, 10.0, 12.0],    # IoU 0.83 with the first anchor
+        ...                    [20.0, 20.0, 30.0, 30.0],  # IoU 0.25 at best
+        ...                    [22.0, 22.0, 40.0, 40.0]]) # IoU 0.81
+        >>> round(anchor_coverage(anchors, gt), 4), anchor_coverage(anchors, gt, fg_iou_thresh=0.2)
+        (0.6667, 1.0)
+    """
+    t = check_number("anchor_coverage", "fg_iou_thresh", fg_iou_thresh, low=0.0, high=1.0, low_open=True)
+    best = best_anchor_iou(anchors, boxes)
+    if best.numel() == 0:
+        return math.nan
+    return float((best >= t).double().mean())

@@ -6,6 +6,12 @@ r"""COCO box AP with pycocotools, batched inference over a dataset, and drawing 
 and returns the standard COCO numbers: AP (IoU .50:.05:.95), AP50, AP75 and AP for
 small (< 32²), medium and large (> 96²) objects, plus AR@100.
 pycocotools and Pillow are imported only inside the functions that need them.
+
+**Progress.** :func:`predict_dataset` and :func:`evaluate_coco` report progress on
+standard error while they run: a tqdm bar when tqdm is installed, else one plain line
+per tenth of the dataset. ``progress=None`` (the default) shows it only when standard
+error is a terminal (an interactive session), so logs, tests and doctests stay quiet;
+``True`` or ``False`` forces it on or off.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -142,6 +150,46 @@ def format_metrics(metrics: Mapping[str, float], names: Sequence[str] = COCO_MET
     return head + "\n" + vals
 
 
+class _Progress:
+    """Images done out of ``total`` on stderr: tqdm if installed, else a line per tenth."""
+
+    def __init__(self, fn: str, total: int, progress: bool | None) -> None:
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"{fn}: progress must be a bool or None, got {type(progress).__name__}")
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = progress if progress is not None else bool(isatty and isatty())
+        self.fn, self.total, self.done, self.next_tenth = fn, total, 0, 1
+        self.start = time.monotonic()
+        self.bar: Any = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=total, desc=fn, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        if self.total > 0 and self.done * 10 >= self.next_tenth * self.total:
+            self.next_tenth = self.done * 10 // self.total + 1  # one line per update at most
+            elapsed = time.monotonic() - self.start
+            print(
+                f"{self.fn}: {self.done}/{self.total} images ({100 * self.done // self.total}%), {elapsed:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @torch.no_grad()
 def predict_dataset(
     model: nn.Module,
@@ -149,6 +197,7 @@ def predict_dataset(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     num_workers: int = 0,
+    progress: bool | None = None,
 ) -> list[dict[str, Any]]:
     r"""Run a detector in eval mode over a dataset.
 
@@ -159,6 +208,8 @@ def predict_dataset(
         batch_size: Images per forward pass.
         device: Where to run (default: the model's device).
         num_workers: Data-loader workers.
+        progress: Report images done on standard error (see the module notes);
+            ``None`` (default): only when standard error is a terminal.
 
     Returns:
         One dict per image (CPU tensors) with ``"image_id"`` added.
@@ -182,6 +233,7 @@ def predict_dataset(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection, num_workers=num_workers
     )
     out: list[dict[str, Any]] = []
+    bar = _Progress("predict_dataset", len(dataset), progress)  # type: ignore[arg-type]
     try:
         for images, targets in loader:
             dets = model([im.to(device) for im in images])
@@ -189,7 +241,9 @@ def predict_dataset(
                 row = {k: v.detach().cpu() for k, v in det.items()}
                 row["image_id"] = tgt["image_id"]
                 out.append(row)
+            bar.update(len(images))
     finally:
+        bar.close()
         model.train(was_training)
     return out
 
@@ -200,6 +254,7 @@ def evaluate_coco(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     num_workers: int = 0,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     r"""COCO box AP of a detector on a dataset with ``category_ids`` and ``to_coco()``.
 
@@ -210,6 +265,8 @@ def evaluate_coco(
         batch_size: Images per forward pass.
         device: Where to run (default: the model's device).
         num_workers: Data-loader workers.
+        progress: Progress of the inference pass on standard error, as in
+            :func:`predict_dataset`; ``None`` (default): only on a terminal.
 
     Returns:
         :func:`coco_metrics` of the model's detections.
@@ -229,7 +286,9 @@ def evaluate_coco(
             raise TypeError(
                 f"evaluate_coco: dataset must have {attr!r} (a COCO-style dataset), got {type(dataset).__name__}"
             )
-    dets = predict_dataset(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers)
+    dets = predict_dataset(
+        model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress
+    )
     results = detections_to_coco(dets, dataset.category_ids)  # type: ignore[attr-defined]
     return coco_metrics(dataset.to_coco(), results)  # type: ignore[attr-defined]
 
