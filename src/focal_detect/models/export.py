@@ -14,7 +14,7 @@ pad                         bottom/right to a multiple of ``size_divisible``
 dense network               backbone, FPN, heads (:meth:`RetinaNet.dense`)
 anchors                     built from the feature sizes inside the graph
 per-level top-k             ``topk_candidates`` (anchor, class) pairs per level
-threshold, decode, clip     score :math:`> \text{score\_thresh}`, box coder
+threshold, decode, clip     score :math:`> \text{score\_threshold}`, box coder
 class-wise NMS              ONNX ``NonMaxSuppression`` (one class per label)
 cap                         the ``detections_per_img`` best per image
 ==========================  ========================================================
@@ -32,7 +32,7 @@ Height, width and batch size are dynamic. Inputs and outputs:
 The result equals ``model(images)`` in evaluation mode (same detections, boxes
 within float32 rounding) up to two freedoms of any greedy NMS: boxes of equal
 score may come in another order, and a pair whose IoU equals the threshold to
-within one rounding step, or a score within one step of ``score_thresh``, may be
+within one rounding step, or a score within one step of ``inference.score_threshold``, may be
 decided the other way (onnxruntime computes the IoU with its own formula).
 
 The size arithmetic of the resize step runs in float64 in the graph, as Python's
@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ DEFAULT_OPSET = 18
 # (at most 5 levels x ``topk_candidates`` candidates enter NMS).
 _NMS_NO_LIMIT = 1 << 30
 # NonMaxSuppression keeps scores strictly above its threshold: candidates below
-# ``score_thresh`` (and the other classes' slots) carry the score -1.
+# ``inference.score_threshold`` (and the other classes' slots) carry the score -1.
 _EMPTY_SCORE = -1.0
 _NMS_SCORE_THRESHOLD = -0.5
 
@@ -170,7 +170,7 @@ class RetinaNetInference(nn.Module):
 
     Example:
         >>> from focal_detect.models import RetinaNet, RetinaNetConfig
-        >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2, detections_per_img=5)).eval()
+        >>> model = RetinaNet(RetinaNetConfig.preset("tiny", 2, inference={"detections_per_img": 5})).eval()
         >>> with torch.no_grad():
         ...     _ = model.head.cls_logits.bias.fill_(0.0)  # every score ~0.5
         ...     boxes, scores, labels, num = RetinaNetInference(model)(torch.rand(2, 3, 64, 80))
@@ -206,11 +206,11 @@ class RetinaNetInference(nn.Module):
         """Resized ``(height, width)``: ``floor(side * scale)`` with Python's float64
         ``scale = min(min_size / short, max_size / long)``, as ``RetinaNet.preprocess``."""
         cfg = self.model.config
-        if cfg.min_size is None:
+        if cfg.transform.min_size is None:
             return h, w
         min_size = float(self.model._eval_min_size())
         short, long = torch.sym_min(h, w), torch.sym_max(h, w)
-        scale = torch.sym_min(min_size / short, float(cfg.max_size) / long)
+        scale = torch.sym_min(min_size / short, float(cfg.transform.max_size) / long)
         return math.floor(h * scale), math.floor(w * scale)
 
     def _anchors(self, level: int, h: Any, w: Any, pad_h: Any, pad_w: Any, device: torch.device) -> Tensor:
@@ -243,16 +243,16 @@ class RetinaNetInference(nn.Module):
         model, cfg = self.model, self.model.config
         b, h0, w0 = images.shape[0], images.shape[-2], images.shape[-1]
         device = images.device
-        mean = cast(Tensor, model.pixel_mean)
-        std = cast(Tensor, model.pixel_std)
+        mean = model.pixel_mean
+        std = model.pixel_std
         x = (images - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         h, w = self._output_size(h0, w0)
-        if cfg.min_size is not None:
+        if cfg.transform.min_size is not None:
             x = _resize_bilinear(x, h, w)
-        d = cfg.size_divisible
+        d = cfg.transform.size_divisible
         pad_h, pad_w = (h + d - 1) // d * d, (w + d - 1) // d * d
         x = F.pad(x, (0, pad_w - w, 0, pad_h - h))
-        if cfg.channels_last:
+        if cfg.backbone.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cls_levels, box_levels = model.dense(x)
         # The padded size as float64 tensors (for derived strides; read from the data,
@@ -261,7 +261,7 @@ class RetinaNetInference(nn.Module):
         pad_hw = (ones[:, 0].sum(), ones[0, :].sum())
 
         k = cfg.num_classes
-        top = cfg.topk_candidates
+        top = cfg.inference.topk_candidates
         all_boxes, all_scores, all_labels = [], [], []
         fh, fw = pad_h, pad_w
         for level in range(1, 8):
@@ -284,7 +284,7 @@ class RetinaNetInference(nn.Module):
             slot = torch.div(top_idx, k, rounding_mode="floor")
             anchor_idx = torch.gather(cand, 1, slot)
             score = torch.sigmoid(top_logit)
-            all_scores.append(torch.where(score > cfg.score_thresh, score, _EMPTY_SCORE))
+            all_scores.append(torch.where(score > cfg.inference.score_threshold, score, _EMPTY_SCORE))
             all_labels.append(top_idx - slot * k)
             dl = torch.gather(deltas, 1, anchor_idx[..., None].expand(b, anchor_idx.shape[1], 4))
             all_boxes.append(model.box_coder.decode(dl.float(), anchors[anchor_idx]))
@@ -301,11 +301,11 @@ class RetinaNetInference(nn.Module):
         per_class = torch.where(
             labels[:, None, :] == classes[None, :, None], scores[:, None, :], _EMPTY_SCORE
         )
-        selected = _nms_op()(boxes, per_class, float(cfg.nms_thresh), _NMS_SCORE_THRESHOLD)
+        selected = _nms_op()(boxes, per_class, float(cfg.inference.nms_threshold), _NMS_SCORE_THRESHOLD)
         kept = torch.full_like(scores, _EMPTY_SCORE)
         kept = kept.index_put((selected[:, 0], selected[:, 2]), scores[selected[:, 0], selected[:, 2]])
 
-        out_scores, idx = kept.topk(torch.sym_min(cfg.detections_per_img, kept.shape[1]), dim=1)
+        out_scores, idx = kept.topk(torch.sym_min(cfg.inference.detections_per_img, kept.shape[1]), dim=1)
         valid = out_scores >= 0
         out_boxes = torch.gather(boxes, 1, idx[..., None].expand(b, idx.shape[1], 4))
         out_labels = torch.gather(labels, 1, idx)
@@ -486,7 +486,7 @@ def export_onnx(
 
         >>> import tempfile, os, numpy as np
         >>> from focal_detect.models import RetinaNet, RetinaNetConfig
-        >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2)).eval()
+        >>> model = RetinaNet(RetinaNetConfig.preset("tiny", 2)).eval()
         >>> path = export_onnx(model, os.path.join(tempfile.mkdtemp(), "m.onnx"))  # doctest: +SKIP
         >>> import onnxruntime  # doctest: +SKIP
         >>> sess = onnxruntime.InferenceSession(path)  # doctest: +SKIP
@@ -519,7 +519,7 @@ def export_onnx(
     import copy
 
     wrapper = RetinaNetInference(copy.deepcopy(model).float().cpu().eval()).eval()
-    d = model.config.size_divisible
+    d = model.config.transform.size_divisible
     if example_size is None:
         example_size = (d + d // 2 + 3, 2 * d + 5)
     example = torch.rand(2, 3, *example_size)
@@ -540,7 +540,7 @@ def export_onnx(
     if program is None:  # pragma: no cover (only without dynamo=True)
         raise RuntimeError(f"{fn}: torch.onnx.export returned no program")
     proto = program.model_proto
-    if model.config.min_size is not None and _promote_size_arithmetic(proto) != 2:
+    if model.config.transform.min_size is not None and _promote_size_arithmetic(proto) != 2:
         raise RuntimeError(f"{fn}: internal error: the resize-size arithmetic was not found in the graph")
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
