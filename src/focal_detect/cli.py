@@ -398,29 +398,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="focal-detect", description="RetinaNet / focal loss: train, evaluate, predict."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser("demo", help="train a small CPU RetinaNet on synthetic shapes and print COCO AP")
-    d.add_argument("--output-dir", default="demo_output")
-    d.add_argument("--quick", action="store_true", help="a seconds-long smoke test (meaningless AP)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument(
-        "--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)"
-    )
-    d.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        help=f"training seconds to fit (default {DEMO_TRAIN['time_budget_s']:.0f})",
-    )
-    d.add_argument("--threads", type=int, default=None)
-    d.add_argument("--no-progress", action="store_true")
-    d.set_defaults(func=_cmd_demo)
-
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train RetinaNet on a COCO-format or synthetic set (torchrun-ready)")
     t.add_argument("--config", help="TOML or JSON file with [data], [model], [train] tables")
     t.add_argument("--train-images")
@@ -469,6 +447,32 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="focal-detect", description="RetinaNet / focal loss: train, evaluate, predict."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train a small CPU RetinaNet on synthetic shapes and print COCO AP")
+    d.add_argument("--output-dir", default="demo_output")
+    d.add_argument("--quick", action="store_true", help="a seconds-long smoke test (meaningless AP)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--iterations", type=int, default=None, help="fix the step count (default: fit the time budget)"
+    )
+    d.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help=f"training seconds to fit (default {DEMO_TRAIN['time_budget_s']:.0f})",
+    )
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+
+    _add_train_parser(sub)
 
     e = sub.add_parser("evaluate", help="COCO AP of a trained model on a COCO-format set")
     e.add_argument("--checkpoint", required=True, help="model.pt / model_final.pt / checkpoint_last.pt")

@@ -296,6 +296,26 @@ class RetinaNetInference(nn.Module):
         )
         boxes = torch.minimum(boxes.clamp(min=0), upper)
 
+        return self._nms_and_cap(boxes, scores, labels, (h0, w0), (h, w))
+
+    def _nms_and_cap(
+        self,
+        boxes: Tensor,
+        scores: Tensor,
+        labels: Tensor,
+        original: tuple[Any, Any],
+        resized: tuple[Any, Any],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Class-wise NMS, the ``detections_per_img`` cap, boxes back to ``original``.
+
+        Shape:
+            boxes: ``(B, C, 4)``; scores: ``(B, C)`` (``_EMPTY_SCORE`` for no candidate);
+            labels: ``(B, C)``.
+            output: as :meth:`forward`.
+        """
+        cfg = self.model.config
+        b, device, k = boxes.shape[0], boxes.device, cfg.num_classes
+        (h0, w0), (h, w) = original, resized
         # Class-wise NMS: class k sees only the candidates labelled k.
         classes = torch.arange(k, device=device)
         per_class = torch.where(
@@ -323,6 +343,105 @@ class RetinaNetInference(nn.Module):
         return out_boxes, out_scores, out_labels, valid.sum(dim=1)
 
 
+_SCALAR_OPS = frozenset(
+    {"Cast", "Div", "Mul", "Min", "Max", "Add", "Sub", "Squeeze", "Unsqueeze", "Reshape", "Constant"}
+)
+_SHAPE_PLUMBING = ("Squeeze", "Unsqueeze", "Reshape")
+
+
+def _scalar_ancestry(
+    start: str, producer: dict[str, Any], inits: dict[str, Any]
+) -> tuple[list[Any], set[str]] | None:
+    """The nodes (consumers first) and initializers that compute ``start`` from ``Shape``
+    outputs and constants by scalar arithmetic only; ``None`` if anything else feeds it."""
+    order: list[Any] = []
+    consts: set[str] = set()
+    stack, seen = [start], set()
+    while stack:
+        name = stack.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in inits:
+            consts.add(name)
+            continue
+        node = producer.get(name)
+        if node is None or (node.op_type != "Shape" and node.op_type not in _SCALAR_OPS):
+            return None
+        if node.op_type == "Shape":
+            continue
+        order.append(node)
+        if node.op_type not in _SHAPE_PLUMBING:
+            stack.extend(node.input)
+        else:
+            stack.append(node.input[0])
+    return order, consts
+
+
+def _float64_copies(
+    order: list[Any], consts: set[str], graph: Any, inits: dict[str, Any]
+) -> tuple[list[Any], dict[str, str]]:
+    """float64 copies of the arithmetic nodes (float32 casts and constants promoted) and
+    the renaming of their outputs and of the float32 initializers they read."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    rename: dict[str, str] = {}
+    copies = []
+    for node in reversed(order):  # producers before consumers
+        if node.op_type in _SHAPE_PLUMBING:
+            continue  # integer shape plumbing before the first Cast: shared as is
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = node.name + "_f64"
+        del copy.output[:]
+        copy.output.extend([o + "_f64" for o in node.output])
+        for o in node.output:
+            rename[o] = o + "_f64"
+        for a in copy.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+            if node.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype("float64")))
+        copies.append(copy)
+    for name in consts:
+        t = inits[name]
+        if t.data_type == TensorProto.FLOAT and name + "_f64" not in inits:
+            t64 = numpy_helper.from_array(numpy_helper.to_array(t).astype("float64"), name + "_f64")
+            graph.initializer.append(t64)
+            inits[t64.name] = t64
+        if t.data_type == TensorProto.FLOAT:
+            rename[name] = name + "_f64"
+    for copy in copies:
+        for i, name in enumerate(copy.input):
+            copy.input[i] = rename.get(name, name)
+    return copies, rename
+
+
+def _splice(graph: Any, new_nodes: list[tuple[Any, Any]]) -> None:
+    """Insert each copy before its ``Floor``, drop the stale float32 value infos of the
+    Floors and duplicated copies (two Floors sharing an ancestor: first one wins)."""
+    if new_nodes:
+        nodes = list(graph.node)
+        for anchor, copy in new_nodes:
+            nodes.insert(nodes.index(anchor), copy)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        floors = {n.output[0] for n in graph.node if n.op_type == "Floor"}
+        keep = [vi for vi in graph.value_info if vi.name not in floors]
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+    seen_out: set[str] = set()
+    unique = []
+    for node in graph.node:
+        if node.output and node.output[0] in seen_out:
+            continue
+        seen_out.update(node.output)
+        unique.append(node)
+    del graph.node[:]
+    graph.node.extend(unique)
+
+
 def _promote_size_arithmetic(proto: Any) -> int:
     """Run the graph's resize-size arithmetic in float64 (in place); returns the
     number of ``Floor`` nodes rewired.
@@ -335,7 +454,6 @@ def _promote_size_arithmetic(proto: Any) -> int:
     and the ``Floor`` reads the copy (the float32 original stays for other users).
     """
     import onnx
-    from onnx import TensorProto, numpy_helper
 
     graph = proto.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -344,104 +462,58 @@ def _promote_size_arithmetic(proto: Any) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     inits = {t.name: t for t in graph.initializer}
-    scalar_ops = {
-        "Cast",
-        "Div",
-        "Mul",
-        "Min",
-        "Max",
-        "Add",
-        "Sub",
-        "Squeeze",
-        "Unsqueeze",
-        "Reshape",
-        "Constant",
-    }
     new_nodes: list[tuple[Any, Any]] = []  # (node to insert before, copy)
     rewired = 0
     for floor in [n for n in graph.node if n.op_type == "Floor"]:
         if not all(c.op_type == "Cast" for c in consumers.get(floor.output[0], [])):
             continue
-        order: list[Any] = []
-        consts: set[str] = set()
-        stack, seen, ok = [floor.input[0]], set(), True
-        while stack and ok:
-            name = stack.pop()
-            if not name or name in seen:
-                continue
-            seen.add(name)
-            if name in inits:
-                consts.add(name)
-                continue
-            node = producer.get(name)
-            if node is None:
-                ok = False
-            elif node.op_type == "Shape":
-                continue
-            elif node.op_type not in scalar_ops:
-                ok = False
-            else:
-                order.append(node)
-                if node.op_type not in ("Squeeze", "Unsqueeze", "Reshape"):
-                    stack.extend(node.input)
-                else:
-                    stack.append(node.input[0])
-        if not ok:
+        found = _scalar_ancestry(floor.input[0], producer, inits)
+        if found is None:
             continue
-        rename = {}
-        copies = []
-        for node in reversed(order):  # producers before consumers
-            if node.op_type in ("Squeeze", "Unsqueeze", "Reshape"):
-                continue  # integer shape plumbing before the first Cast: shared as is
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.name = node.name + "_f64"
-            del copy.output[:]
-            copy.output.extend([o + "_f64" for o in node.output])
-            for o in node.output:
-                rename[o] = o + "_f64"
-            for a in copy.attribute:
-                if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
-                    a.i = TensorProto.DOUBLE
-                if node.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype("float64")))
-            copies.append(copy)
-        for name in consts:
-            t = inits[name]
-            if t.data_type == TensorProto.FLOAT and name + "_f64" not in inits:
-                t64 = numpy_helper.from_array(numpy_helper.to_array(t).astype("float64"), name + "_f64")
-                graph.initializer.append(t64)
-                inits[t64.name] = t64
-            if t.data_type == TensorProto.FLOAT:
-                rename[name] = name + "_f64"
-        for copy in copies:
-            for i, name in enumerate(copy.input):
-                copy.input[i] = rename.get(name, name)
+        copies, rename = _float64_copies(*found, graph, inits)
         floor.input[0] = rename.get(floor.input[0], floor.input[0])
         new_nodes.extend((floor, c) for c in copies)
         rewired += 1
-    if new_nodes:
-        nodes = list(graph.node)
-        for anchor, copy in new_nodes:
-            nodes.insert(nodes.index(anchor), copy)
-        del graph.node[:]
-        graph.node.extend(nodes)
-        floors = {n.output[0] for n in graph.node if n.op_type == "Floor"}
-        keep = [vi for vi in graph.value_info if vi.name not in floors]
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
-    # Duplicated copies (two Floors sharing an ancestor) are dropped: first one wins.
-    seen_out: set[str] = set()
-    unique = []
-    for node in graph.node:
-        if node.output and node.output[0] in seen_out:
-            continue
-        seen_out.update(node.output)
-        unique.append(node)
-    del graph.node[:]
-    graph.node.extend(unique)
+    _splice(graph, new_nodes)
     onnx.checker.check_model(proto)
     return rewired
+
+
+def _check_export_args(fn: str, model: object, opset_version: object, example_size: object) -> RetinaNet:
+    from focal_detect.models.retinanet import RetinaNet
+
+    if not isinstance(model, RetinaNet):
+        raise TypeError(f"{fn}: model must be a RetinaNet, got {type(model).__name__}")
+    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or opset_version < 17:
+        raise ValueError(f"{fn}: opset_version must be an int >= 17, got {opset_version!r}")
+    if example_size is not None and (
+        not isinstance(example_size, (tuple, list))
+        or len(example_size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in example_size)
+    ):
+        raise ValueError(f"{fn}: example_size must be a pair of ints >= 2, got {example_size!r}")
+    return model
+
+
+def _trace(fn: str, wrapper: RetinaNetInference, example: Tensor, opset_version: int) -> Any:
+    """The ONNX ``ModelProto`` of ``wrapper`` with dynamic batch, height and width."""
+    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
+    nms = _nms_op()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=list(ONNX_INPUT_NAMES),
+            output_names=list(ONNX_OUTPUT_NAMES),
+            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+            opset_version=opset_version,
+            custom_translation_table={nms: _onnx_nms_translation()},
+            verbose=False,
+        )
+    if program is None:  # pragma: no cover (only without dynamo=True)
+        raise RuntimeError(f"{fn}: torch.onnx.export returned no program")
+    return program.model_proto
 
 
 def export_onnx(
@@ -496,18 +568,8 @@ def export_onnx(
         >>> ONNX_OUTPUT_NAMES
         ('boxes', 'scores', 'labels', 'num_detections')
     """
-    from focal_detect.models.retinanet import RetinaNet
-
     fn = "export_onnx"
-    if not isinstance(model, RetinaNet):
-        raise TypeError(f"{fn}: model must be a RetinaNet, got {type(model).__name__}")
-    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or opset_version < 17:
-        raise ValueError(f"{fn}: opset_version must be an int >= 17, got {opset_version!r}")
-    if example_size is not None and (
-        len(example_size) != 2
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in example_size)
-    ):
-        raise ValueError(f"{fn}: example_size must be a pair of ints >= 2, got {example_size!r}")
+    model = _check_export_args(fn, model, opset_version, example_size)
     try:
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
@@ -523,23 +585,7 @@ def export_onnx(
     if example_size is None:
         example_size = (d + d // 2 + 3, 2 * d + 5)
     example = torch.rand(2, 3, *example_size)
-    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-    nms = _nms_op()
-    with torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            input_names=list(ONNX_INPUT_NAMES),
-            output_names=list(ONNX_OUTPUT_NAMES),
-            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
-            opset_version=opset_version,
-            custom_translation_table={nms: _onnx_nms_translation()},
-            verbose=False,
-        )
-    if program is None:  # pragma: no cover (only without dynamo=True)
-        raise RuntimeError(f"{fn}: torch.onnx.export returned no program")
-    proto = program.model_proto
+    proto = _trace(fn, wrapper, example, opset_version)
     if model.config.transform.min_size is not None and _promote_size_arithmetic(proto) != 2:
         raise RuntimeError(f"{fn}: internal error: the resize-size arithmetic was not found in the graph")
     for key, value in (metadata or {}).items():

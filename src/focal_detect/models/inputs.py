@@ -22,6 +22,9 @@ _UINT8_HINT = " (for uint8 images in [0, 255] pass image.float() / 255)"
 def check_images(images: object, dtype: torch.dtype) -> list[Tensor] | Tensor:
     """Validated images cast to ``dtype``: a ``(B, 3, H, W)`` tensor or a list of ``(3, H, W)``.
 
+    Shape:
+        images: ``(B, 3, H, W)``, or ``B`` tensors ``(3, H_i, W_i)``.
+
     Raises:
         TypeError: Not a tensor / list of tensors, or integer images.
         ValueError: Wrong shape or an empty batch.
@@ -125,6 +128,18 @@ def check_target_values(targets: list[dict[str, Tensor]], k: int) -> None:
 
     One device synchronisation for the whole batch; only when something is wrong
     are the images inspected one by one to name the first offending one.
+
+    Shape:
+        targets: per image ``"boxes"`` ``(M_i, 4)`` and ``"labels"`` ``(M_i,)``.
+
+    Raises:
+        ValueError: The first bad image, naming ``targets[i]``.
+
+    Example:
+        >>> check_target_values([{"boxes": torch.tensor([[4.0, 0.0, 2.0, 8.0]]), "labels": torch.tensor([0])}], 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: RetinaNet: targets[0]['boxes'] must have x2 >= x1 and y2 >= y1, got [4.0, 0.0, 2.0, 8.0] at row 0
     """
     fn = "RetinaNet"
     nonempty = [t for t in targets if t["boxes"].numel()]

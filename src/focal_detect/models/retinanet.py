@@ -552,15 +552,8 @@ class RetinaNet(nn.Module):
         3. Class-wise NMS for the whole batch in one
            :func:`~focal_detect.boxes.batched_nms` call (category
            ``image · K + class``), then the ``detections_per_img`` best per image,
-           mapped back to ``original_sizes``.
-
-        Exact shortcut in step 3: a box is suppressed only by higher-scoring
-        boxes, so NMS restricted to each image's ``w`` best candidates keeps
-        exactly the full run's survivors among them; when that yields at least
-        ``detections_per_img`` survivors per image (or nothing was cut), they
-        contain the final detections. ``w`` is tried as 2 and 8 times
-        ``detections_per_img``, then all candidates. The result is the same as
-        torchvision's per-image, per-level loop.
+           mapped back to ``original_sizes`` (an exact shortcut runs NMS on each
+           image's best candidates first, see ``_class_wise_nms``).
 
         Args:
             cls_levels: Per level ``(B, N_l, K)`` logits.
@@ -661,6 +654,14 @@ class RetinaNet(nn.Module):
             labels: ``(B, C)``.
             output: ``(D, 4)`` boxes, ``(D,)`` scores, labels and image indices,
             grouped by image, each image's by decreasing score.
+
+        Exact shortcut in step 3: a box is suppressed only by higher-scoring
+        boxes, so NMS restricted to each image's ``w`` best candidates keeps
+        exactly the full run's survivors among them; when that yields at least
+        ``detections_per_img`` survivors per image (or nothing was cut), they
+        contain the final detections. ``w`` is tried as 2 and 8 times
+        ``detections_per_img``, then all candidates. The result is the same as
+        torchvision's per-image, per-level loop.
         """
         b = scores.shape[0]
         device = scores.device
