@@ -946,3 +946,31 @@ def test_derived_strides_need_the_padded_size() -> None:
     assert model.anchor_generator.level_strides(fs, image_size=(96, 160))[4] == (96, 80)
     det = model.postprocess(cls, box, fs, sizes, original, padded_size=(96, 160))
     assert len(det) == 1 and det[0]["boxes"].shape[-1] == 4
+
+
+def test_target_value_checks_cost_one_host_sync_per_batch() -> None:
+    # A host synchronisation is a read of a tensor's value on the host
+    # (aten._local_scalar_dense: bool(), .item(), int()); a valid batch costs exactly one,
+    # however many images it has. A bad batch may cost more (it names the image).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from focal_detect.models.inputs import check_targets
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    _, targets = fixed_batch()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    targets = [*targets * 3, empty]  # seven images, one without boxes
+    with CountReads():
+        check_targets(targets, len(targets), 3)
+    assert CountReads.reads == 1
+    bad = [dict(t) for t in targets]
+    bad[4] = {"boxes": torch.tensor([[4.0, 0.0, 2.0, 8.0]]), "labels": torch.tensor([0])}
+    with pytest.raises(ValueError, match=r"targets\[4\]\['boxes'\] must have x2 >= x1"):
+        check_targets(bad, len(bad), 3)

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from focal_detect._demo import DEMO_TRAIN, run_demo
+from focal_detect._demo import DEMO_TRAIN as _DEMO_TRAIN
+from focal_detect._demo import run_demo
 from focal_detect.models.config import RetinaNetConfig, flat_config_to_nested
 from focal_detect.models.io import build_model, load_model, save_model
 from focal_detect.models.presets import PRESETS
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
 
 # build_model, save_model and load_model live in focal_detect.models.io (0.1.0 defined them
 # here); they stay importable from this module.
+
+#: Training and data settings of ``focal-detect demo`` (its model is the ``"demo"``
+#: preset). The training images are rendered once and kept in memory: ~50 KB each.
+DEMO_TRAIN: dict[str, Any] = _DEMO_TRAIN
+
 __all__ = ["DEMO_TRAIN", "build_model", "load_config_file", "load_model", "main", "save_model"]
 
 # ------------------------------------------------------------------------------ helpers

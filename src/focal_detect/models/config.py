@@ -119,7 +119,7 @@ def flat_config_to_nested(flat: Mapping[str, Any], *, where: str = "flat_config_
     The one place where 0.1.0's names are known: :func:`~focal_detect.models.load_model`
     uses it for checkpoints written by 0.1.0, and ``focal-detect train`` for flat keys in
     a TOML ``[model]`` table (with a ``DeprecationWarning``). Each key moves to the
-    field named in :data:`FLAT_KEYS`; ``anchor_preset = None`` becomes the ``"paper"``
+    field named in :data:`~focal_detect.models.config.FLAT_KEYS`; ``anchor_preset = None`` becomes the ``"paper"``
     convention. Fields absent from the dict keep their defaults (those 0.1.0 did not
     have, such as ``min_low_quality_iou``, default to 0.1.0's behaviour).
 
