@@ -38,7 +38,7 @@ def _median_ms(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, flo
 
 
 def main() -> None:
-    from focal_detect.cli import DEMO_MODEL, DEMO_TRAIN
+    from focal_detect.cli import DEMO_TRAIN
     from focal_detect.data import SyntheticShapes, collate_detection
     from focal_detect.models import RetinaNet, RetinaNetConfig
 
@@ -59,11 +59,9 @@ def main() -> None:
         collate_detection([ds[i] for i in range(start, start + args.batch)])
 
     torch.manual_seed(0)
-    demo = RetinaNet(RetinaNetConfig(num_classes=5, **DEMO_MODEL)).train()
+    demo = RetinaNet(RetinaNetConfig.preset("demo", 5)).train()
     paper_head = RetinaNet(
-        RetinaNetConfig(
-            num_classes=5, **{**DEMO_MODEL, "fpn_channels": 256, "head_channels": 256, "head_convs": 4}
-        )
+        RetinaNetConfig.preset("demo", 5, fpn={"channels": 256}, head={"channels": 256, "num_convs": 4})
     ).train()
 
     def step(model: torch.nn.Module, amp: bool) -> Callable[[], None]:

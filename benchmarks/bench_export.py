@@ -6,7 +6,7 @@ Run (dev venv, the ``export`` extra installed)::
                                       [--models demo,r50] [--onnx-dir /tmp/fd-onnx]
 
 Models: ``demo`` (the CLI's demo configuration, 5 classes) and ``r50`` (ResNet-50 FPN
-with :meth:`RetinaNetConfig.torchvision_v1`, 91 classes, ``min_size = max_size =
+with the ``"torchvision_v1"`` preset, 91 classes, ``min_size = max_size =
 size`` so a ``size``² image is not rescaled). Weights are random with the classifier
 bias raised so that thousands of scores pass 0.05 (post-processing does real work).
 Both paths run the whole ``model(images)``: pre-processing, network, decoding, NMS.
@@ -31,8 +31,7 @@ import time
 import numpy as np
 import torch
 
-from focal_detect.cli import build_model
-from focal_detect.models import RetinaNet, RetinaNetConfig, export_onnx
+from focal_detect.models import RetinaNet, RetinaNetConfig, build_model, export_onnx
 
 
 def make_model(name: str, size: int) -> RetinaNet:
@@ -42,7 +41,9 @@ def make_model(name: str, size: int) -> RetinaNet:
         model = build_model(5, "demo")
         bias = -2.0
     elif name == "r50":
-        model = RetinaNet(RetinaNetConfig.torchvision_v1(num_classes=91, min_size=size, max_size=size))
+        model = RetinaNet(
+            RetinaNetConfig.preset("torchvision_v1", 91, transform={"min_size": size, "max_size": size})
+        )
         bias = -2.5
     else:
         raise SystemExit(f"bench_export: unknown model {name!r} (demo, r50)")

@@ -8,7 +8,7 @@ Run from the repository root (torchvision needed):
 Both models run in the same process on the same input with the same weights:
 torchvision's ``retinanet_resnet50_fpn(weights=None, weights_backbone=None)`` (91
 classes, trainable BatchNorm) and ours configured like it
-(``RetinaNetConfig.torchvision_v1(num_classes=91, frozen_bn=False, trainable_layers=5)``)
+(``RetinaNetConfig.preset("torchvision_v1", 91, backbone={"frozen_bn": False, "trainable_layers": 5})``)
 loaded with :func:`focal_detect.models.convert.load_torchvision_retinanet`. Images
 are 512 x 512 (no resizing: ``min_size = max_size = 512`` for both), 6 boxes each.
 
@@ -86,13 +86,11 @@ def build(size: int, channels_last: bool) -> tuple[torch.nn.Module, RetinaNet]:
     tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
     tv.transform.min_size = (size,)
     tv.transform.max_size = size
-    cfg = RetinaNetConfig.torchvision_v1(
-        num_classes=91,
-        frozen_bn=False,
-        trainable_layers=5,
-        min_size=size,
-        max_size=size,
-        channels_last=channels_last,
+    cfg = RetinaNetConfig.preset(
+        "torchvision_v1",
+        91,
+        backbone={"frozen_bn": False, "trainable_layers": 5, "channels_last": channels_last},
+        transform={"min_size": size, "max_size": size},
     )
     ours = RetinaNet(cfg)
     load_torchvision_retinanet(ours, tv.state_dict())

@@ -59,7 +59,7 @@ PAPER = {
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """One training run: a name, RetinaNetConfig overrides and optimiser choice."""
+    """One training run: a name, RetinaNetConfig changes (``"group.field"`` keys) and optimiser choice."""
 
     name: str
     model: tuple[tuple[str, Any], ...]
@@ -74,12 +74,21 @@ def _spec(
     return Spec(name, tuple(sorted(model.items())), optimizer, steps_factor, cdf)
 
 
-CE = {"focal_gamma": 0.0, "focal_alpha": None}
-NO_PRIOR = {"prior": 0.5}  # bias 0: p = 0.5 for every anchor at the start
+CE = {"loss.gamma": 0.0, "loss.alpha": None}
+NO_PRIOR = {"head.prior": 0.5}  # bias 0: p = 0.5 for every anchor at the start
 
 
 def _fl(gamma: float, alpha: float | None, **kw: Any) -> Spec:
-    return _spec(f"fl_g{gamma:g}_a{alpha}", focal_gamma=gamma, focal_alpha=alpha, **kw)
+    return _spec(f"fl_g{gamma:g}_a{alpha}", **{"loss.gamma": gamma, "loss.alpha": alpha}, **kw)
+
+
+def _nested(pairs: Any) -> dict[str, dict[str, Any]]:
+    """``{"loss.gamma": 0.0}`` -> ``{"loss": {"gamma": 0.0}}`` (RetinaNetConfig.replace's form)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in pairs:
+        group, name = key.split(".")
+        out.setdefault(group, {})[name] = value
+    return out
 
 
 SPECS: dict[str, Spec] = {
@@ -96,17 +105,31 @@ SPECS: dict[str, Spec] = {
         _fl(5.0, 0.25),
         _spec(
             "ohem_1to3_nms0.5",
-            cls_loss="ohem",
-            ohem_batch_size_per_image=128,
-            ohem_positive_fraction=0.25,
-            ohem_nms_thresh=0.5,
+            **{
+                "loss.cls_loss": "ohem",
+                "loss.ohem_batch_size_per_image": 128,
+                "loss.ohem_positive_fraction": 0.25,
+                "loss.ohem_nms_threshold": 0.5,
+            },
             **CE,
         ),
         _spec(
-            "flstar_g2_b1", cls_loss="focal_star", focal_star_gamma=2.0, focal_star_beta=1.0, focal_alpha=None
+            "flstar_g2_b1",
+            **{
+                "loss.cls_loss": "focal_star",
+                "loss.star_gamma": 2.0,
+                "loss.star_beta": 1.0,
+                "loss.alpha": None,
+            },
         ),
         _spec(
-            "flstar_g4_b0", cls_loss="focal_star", focal_star_gamma=4.0, focal_star_beta=0.0, focal_alpha=None
+            "flstar_g4_b0",
+            **{
+                "loss.cls_loss": "focal_star",
+                "loss.star_gamma": 4.0,
+                "loss.star_beta": 0.0,
+                "loss.alpha": None,
+            },
         ),
     ]
 }
@@ -145,7 +168,7 @@ class Settings:
 
 SMOKE = dict(
     preset="tiny",
-    model_overrides=(("size_divisible", 32),),
+    model_overrides=(("transform.size_divisible", 32),),
     image_size=32,
     train_images=8,
     val_images=4,
@@ -206,9 +229,10 @@ def _val_dataset(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _build(spec: Spec, settings: Settings, num_classes: int) -> torch.nn.Module:
-    from focal_detect.cli import build_model
+    from focal_detect.models import build_model
 
-    return build_model(num_classes, settings.preset, **dict(settings.model_overrides), **dict(spec.model))
+    changes = _nested([*settings.model_overrides, *spec.model])
+    return build_model(num_classes, settings.preset, **changes)
 
 
 def _schedule(step: int, steps: int, settings: Settings) -> float:
@@ -240,9 +264,9 @@ def _figure4(model: torch.nn.Module, settings: Settings) -> dict[str, Any]:
             anchors,
             [t["boxes"] for _, t in items],
             [t["labels"] for _, t in items],
-            high_threshold=cfg.fg_iou_thresh,
-            low_threshold=cfg.bg_iou_thresh,
-            allow_low_quality_matches=cfg.allow_low_quality_matches,
+            high_threshold=cfg.matcher.high_threshold,
+            low_threshold=cfg.matcher.low_threshold,
+            allow_low_quality_matches=cfg.matcher.allow_low_quality_matches,
             box_coder=model.box_coder,
             levels=model.anchor_generator.levels(feature_sizes),
         )

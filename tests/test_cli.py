@@ -43,7 +43,7 @@ def test_train_evaluate_predict_end_to_end(exported, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(
-        '[model]\npreset = "tiny"\nsize_divisible = 32\n[train]\nlr = 0.001\noptimizer = "adamw"\n'
+        '[model]\npreset = "tiny"\n[model.transform]\nsize_divisible = 32\n[train]\nlr = 0.001\noptimizer = "adamw"\n'
     )
     rc = main(
         [
@@ -82,7 +82,8 @@ def test_train_evaluate_predict_end_to_end(exported, tmp_path, capsys) -> None:
         assert (run / name).is_file(), name
     ckpt = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert ckpt["train_config"]["lr"] == 0.001 and ckpt["train_config"]["optimizer"] == "adamw"
-    assert ckpt["model_config"]["size_divisible"] == 32 and ckpt["model_config"]["backbone_width"] == 8
+    mc = ckpt["model_config"]
+    assert mc["transform"]["size_divisible"] == 32 and mc["backbone"]["width"] == 8
 
     metrics_file = tmp_path / "m.json"
     rc = main(
@@ -144,9 +145,10 @@ def test_demo_quick_writes_its_outputs(tmp_path, capsys) -> None:
 
 
 def test_demo_names_each_deviation_from_the_paper() -> None:
-    from focal_detect.cli import DEMO_MODEL, DEMO_TRAIN, _demo_deviations
+    from focal_detect._demo import DEMO_TRAIN, _demo_deviations
+    from focal_detect.models import RetinaNetConfig
 
-    text = "\n".join(_demo_deviations(DEMO_MODEL, DEMO_TRAIN))
+    text = "\n".join(_demo_deviations(RetinaNetConfig.preset("demo"), DEMO_TRAIN))
     for needle in (
         "128x128 px",
         "ResNet-18 of width 16",
@@ -164,14 +166,19 @@ def test_demo_names_each_deviation_from_the_paper() -> None:
         assert needle in text, needle
     # The demo model really is that configuration.
     cfg = build_model(5, "demo").config
-    assert (cfg.backbone_depth, cfg.backbone_width, cfg.frozen_bn, cfg.head_channels) == (18, 16, False, 64)
+    assert (cfg.backbone.depth, cfg.backbone.width, cfg.backbone.frozen_bn, cfg.head.channels) == (
+        18,
+        16,
+        False,
+        64,
+    )
 
 
 def test_model_roundtrip_keeps_weights_and_metadata(tmp_path) -> None:
     from focal_detect.cli import save_model
 
     torch.manual_seed(0)
-    model = build_model(2, "tiny", size_divisible=32)
+    model = build_model(2, "tiny", transform={"size_divisible": 32})
     save_model(model, tmp_path / "m.pt", ["cat", "dog"], [3, 8])
     loaded, meta = load_model(tmp_path / "m.pt")
     assert meta == {"class_names": ["cat", "dog"], "category_ids": [3, 8]}
@@ -197,9 +204,13 @@ def test_config_files_and_their_errors(tmp_path) -> None:
         load_config_file(bad)
     with pytest.raises(ValueError, match=r"must end in \.toml or \.json"):
         load_config_file(__file__)
-    with pytest.raises(ValueError, match=r"unknown RetinaNetConfig field\(s\) \['depth'\]"):
+    with pytest.raises(ValueError, match=r"RetinaNetConfig: unknown field\(s\) \['depth'\]"):
         build_model(3, "paper", depth=18)
-    with pytest.raises(ValueError, match="preset must be one of"):
+    with pytest.raises(
+        ValueError, match=r"RetinaNetConfig.backbone: unknown field\(s\) \['backbone_depth'\]"
+    ):
+        build_model(3, "paper", backbone={"backbone_depth": 18})
+    with pytest.raises(ValueError, match="preset: name must be one of"):
         build_model(3, "huge")
 
 
@@ -243,17 +254,22 @@ def test_console_script_is_declared() -> None:
 
 
 def test_calibration_fits_the_step_count_to_the_budget(capsys) -> None:
-    from focal_detect.cli import _calibrate_iterations
+    from focal_detect._demo import _calibrate_iterations
     from focal_detect.data import SyntheticShapes
 
     threads = torch.get_num_threads()
     ds = SyntheticShapes(num_images=8, image_size=32, seed=0, cache=True)
     settings = {"time_budget_s": 1e-6, "batch_size": 2, "amp": False, "max_iterations": 500}
     try:
-        assert _calibrate_iterations(build_model(5, "tiny", size_divisible=32), ds, settings) == 50  # floor
+        assert (
+            _calibrate_iterations(build_model(5, "tiny", transform={"size_divisible": 32}), ds, settings)
+            == 50
+        )  # floor
         assert (
             _calibrate_iterations(
-                build_model(5, "tiny", size_divisible=32), ds, {**settings, "time_budget_s": 1e6}
+                build_model(5, "tiny", transform={"size_divisible": 32}),
+                ds,
+                {**settings, "time_budget_s": 1e6},
             )
             == 500
         )  # cap
@@ -261,3 +277,36 @@ def test_calibration_fits_the_step_count_to_the_budget(capsys) -> None:
     finally:
         torch.set_num_threads(threads)
     assert "steps fit the" in capsys.readouterr().out
+
+
+def test_model_table_groups_and_deprecated_flat_keys() -> None:
+    from focal_detect.cli import _model_changes
+    from focal_detect.models import RetinaNetConfig
+
+    preset, changes = _model_changes({"preset": "tiny", "matcher": {"high_threshold": 0.6}})
+    assert (preset, changes) == ("tiny", {"matcher": {"high_threshold": 0.6}})
+    # 0.1.0's flat keys still work for one release, with a warning naming the new place;
+    # a group table given as well wins over the flat key of the same field.
+    with pytest.warns(DeprecationWarning, match=r"fg_iou_thresh -> matcher.high_threshold.*"):
+        preset, flat = _model_changes(
+            {"fg_iou_thresh": 0.55, "size_divisible": 32, "matcher": {"low_threshold": 0.3}}
+        )
+    assert preset is None
+    cfg = RetinaNetConfig.preset("tiny", 3, **flat)
+    assert (cfg.matcher.high_threshold, cfg.matcher.low_threshold, cfg.transform.size_divisible) == (
+        0.55,
+        0.3,
+        32,
+    )
+    with pytest.raises(ValueError, match=r"\[model\]: matcher must be a table of matcher settings, got 0.5"):
+        _model_changes({"matcher": 0.5})
+
+
+def test_train_accepts_every_registered_preset() -> None:
+    from focal_detect.cli import _parser
+    from focal_detect.models import PRESETS
+
+    for name in PRESETS:
+        assert _parser().parse_args(["train", "--preset", name]).preset == name
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--preset", "huge"])

@@ -21,7 +21,7 @@ def _noise(n: int) -> bytes:
 
 CONFIG = (
     "[data]\nsynthetic = {num_images = 4, image_size = 32, val_images = 1}\n"
-    '[model]\npreset = "tiny"\nsize_divisible = 32\nfrozen_bn = false\n'
+    '[model]\npreset = "tiny"\n[model.transform]\nsize_divisible = 32\n[model.backbone]\nfrozen_bn = false\n'
     "[train]\nbatch_size = 2\nlr = 0.01\nwarmup_iters = 0\nlog_every = 1\n"
 )
 
@@ -102,7 +102,7 @@ BAD_FILES = {
 @pytest.fixture(scope="module")
 def good_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "model.pt"
-    save_model(build_model(3, "tiny", size_divisible=32), path, ["a", "b", "c"], [1, 2, 3])
+    save_model(build_model(3, "tiny", transform={"size_divisible": 32}), path, ["a", "b", "c"], [1, 2, 3])
     return path.read_bytes()
 
 
@@ -146,7 +146,9 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(good_model, tmp_pa
         load_model(path)
     ckpt["model_config"]["depth"] = 3
     save_checkpoint(ckpt, path)
-    with pytest.raises(ValueError, match="has an invalid model config"):
+    with pytest.raises(
+        ValueError, match=r"has an invalid model config: RetinaNetConfig: unknown field\(s\) \['depth'\]"
+    ):
         load_model(path)
 
 

@@ -328,8 +328,9 @@ def test_coco_tutorial_config_builds_the_configs_it_claims() -> None:
     train = TrainConfig.from_dict(cfg["train"])
     assert (train.iterations, train.batch_size, train.amp) == (90_000, 16, True)
     model = dict(cfg["model"])
-    assert model.pop("preset") == "paper"
-    assert RetinaNetConfig(num_classes=5, **model).min_size == 600
+    preset = model.pop("preset")
+    assert preset == "paper" and model == {"transform": {"min_size": 600}}
+    assert RetinaNetConfig.preset(preset, 5, **model).transform.min_size == 600
 
 
 def test_coco_tutorial_cpu_config_is_the_demo_configuration() -> None:
@@ -338,6 +339,7 @@ def test_coco_tutorial_cpu_config_is_the_demo_configuration() -> None:
         pytest.importorskip("tomli")
     from focal_detect.cli import DEMO_TRAIN, build_model, load_config_file
     from focal_detect.engine import TrainConfig
+    from focal_detect.models import RetinaNetConfig
 
     cfg = load_config_file(DOCS / "tutorials" / "retinanet_cpu.toml")
     train = TrainConfig.from_dict(cfg["train"])
@@ -354,7 +356,8 @@ def test_coco_tutorial_cpu_config_is_the_demo_configuration() -> None:
         assert getattr(train, key) == DEMO_TRAIN[key], key
     model = dict(cfg["model"])
     assert model.pop("preset") == "demo" and not model
-    assert build_model(5, "demo").config.backbone_depth == 18
+    assert build_model(5, "demo").config == RetinaNetConfig.preset("demo", 5)
+    assert build_model(5, "demo").config.backbone.depth == 18
 
 
 def test_coco_tutorial_bad_boxes_are_skipped_with_one_warning(tmp_path) -> None:

@@ -117,8 +117,12 @@ R50_MIN, R50_MAX = 160, 256
 
 @pytest.fixture(scope="module")
 def r50(tmp_path_factory):
-    cfg = RetinaNetConfig.torchvision_v1(
-        num_classes=91, backbone_width=8, fpn_channels=32, min_size=R50_MIN, max_size=R50_MAX
+    cfg = RetinaNetConfig.preset(
+        "torchvision_v1",
+        91,
+        backbone={"width": 8},
+        fpn={"channels": 32},
+        transform={"min_size": R50_MIN, "max_size": R50_MAX},
     )
     model = _informative(RetinaNet(cfg), bias=BIAS, seed=1)
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "r50.onnx")
@@ -148,7 +152,7 @@ def test_demo_model_onnxruntime_equals_eager(demo, shape) -> None:
     with torch.no_grad():
         eager = model(images)
     n = _assert_same(_session(path).run(None, {"images": images.numpy()}), eager)
-    assert n == shape[0] * model.config.detections_per_img  # the cap binds: NMS had work
+    assert n == shape[0] * model.config.inference.detections_per_img  # the cap binds: NMS had work
 
 
 @pytest.mark.slow
@@ -174,7 +178,9 @@ def test_r50_torchvision_v1_onnxruntime_equals_eager(r50, hw) -> None:
 def test_inference_module_equals_model_eagerly_with_resize() -> None:
     # The traced module itself (its own bilinear resize, anchors and top-k) against
     # RetinaNet.forward, without ONNX; sizes that shrink, enlarge and keep.
-    cfg = RetinaNetConfig.tiny(num_classes=3, min_size=64, max_size=100, detections_per_img=40)
+    cfg = RetinaNetConfig.preset(
+        "tiny", 3, transform={"min_size": 64, "max_size": 100}, inference={"detections_per_img": 40}
+    )
     model = _informative(RetinaNet(cfg), bias=BIAS, seed=2)
     wrapper = RetinaNetInference(model)
     for hw in [(64, 64), (50, 130), (200, 90)]:
@@ -210,7 +216,7 @@ def test_onnx_graph_with_no_score_above_threshold_returns_only_padding(demo, tmp
 def test_export_rejects_bad_arguments(tmp_path) -> None:
     with pytest.raises(TypeError, match="export_onnx: model must be a RetinaNet"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
-    model = RetinaNet(RetinaNetConfig.tiny())
+    model = RetinaNet(RetinaNetConfig.preset("tiny"))
     with pytest.raises(ValueError, match="export_onnx: opset_version must be an int >= 17, got 16"):
         export_onnx(model, tmp_path / "x.onnx", opset_version=16)
     with pytest.raises(ValueError, match="example_size must be a pair"):

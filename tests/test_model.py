@@ -19,11 +19,15 @@ from torch import nn
 from focal_detect.boxes import batched_nms
 from focal_detect.models import (
     FPN,
+    PRESETS,
     FrozenBatchNorm2d,
+    LossConfig,
+    MatcherConfig,
     ResNet,
     RetinaNet,
     RetinaNetConfig,
     RetinaNetHead,
+    TransformConfig,
     load_resnet_state_dict,
     load_torchvision_retinanet,
 )
@@ -37,8 +41,10 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "retinanet_tv_golden.pt"
 
 
 def tiny(**changes: object) -> RetinaNet:
+    """The ``tiny`` preset with 3 classes; ``changes`` as ``RetinaNetConfig.replace``
+    (``loss={"box_loss": "l1"}``)."""
     torch.manual_seed(0)
-    return RetinaNet(RetinaNetConfig.tiny(num_classes=3, **changes))
+    return RetinaNet(RetinaNetConfig.preset("tiny", 3, **changes))
 
 
 def raise_scores(model: RetinaNet, bias: float = -2.0, std: float = 0.3) -> None:
@@ -252,35 +258,203 @@ def test_head_init_and_shared_weights() -> None:
 
 # --------------------------------------------------------------------------- config
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("changes", "message"),
     [
-        ("num_classes", 0),
-        ("backbone_depth", 152),
-        ("p6_from", "p4"),
-        ("box_loss", "l2"),
-        ("bg_iou_thresh", 0.6),
-        ("score_thresh", 1.5),
-        ("size_divisible", 0),
-        ("loss_normalization", "anchors"),
+        ({"num_classes": 0}, "RetinaNetConfig: num_classes must be a positive int"),
+        ({"backbone": {"depth": 152}}, r"RetinaNetConfig.backbone: depth must be one of \[18, 34, 50, 101\]"),
+        ({"backbone": {"trainable_layers": 6}}, "RetinaNetConfig.backbone: trainable_layers must be an int"),
+        ({"fpn": {"p6_from": "p4"}}, "RetinaNetConfig.fpn: p6_from must be one of"),
+        ({"head": {"prior": 1.0}}, "RetinaNetConfig.head: prior must be a number in"),
+        (
+            {"head": {"use_group_norm": True, "channels": 40}},
+            "RetinaNetConfig.head: channels must be a multiple of 32",
+        ),
+        ({"loss": {"box_loss": "l2"}}, "RetinaNetConfig.loss: box_loss must be one of"),
+        ({"loss": {"normalization": "anchors"}}, "RetinaNetConfig.loss: normalization must be one of"),
+        ({"loss": {"gamma": -1.0}}, "RetinaNetConfig.loss: gamma must be a number in"),
+        (
+            {"loss": {"normalizer_initial": 0.0}},
+            "RetinaNetConfig.loss: normalizer_initial must be a number in",
+        ),
+        (
+            {"matcher": {"low_threshold": 0.6}},
+            r"RetinaNetConfig.matcher: low_threshold must be <= high_threshold \(0.5\)",
+        ),
+        ({"matcher": {"high_threshold": 1.5}}, "RetinaNetConfig.matcher: high_threshold must be a number in"),
+        (
+            {"coder": {"weights": (1.0, 1.0, 1.0)}},
+            "RetinaNetConfig.coder: weights must be 4 positive numbers",
+        ),
+        ({"coder": {"clamp": -1.0}}, "RetinaNetConfig.coder: clamp must be a number in"),
+        (
+            {"inference": {"score_threshold": 1.5}},
+            "RetinaNetConfig.inference: score_threshold must be a number in",
+        ),
+        (
+            {"transform": {"size_divisible": 0}},
+            "RetinaNetConfig.transform: size_divisible must be a positive int",
+        ),
+        (
+            {"transform": {"pixel_std": (1.0, 0.0, 1.0)}},
+            "RetinaNetConfig.transform: pixel_std must be positive",
+        ),
+        ({"anchors": {"convention": "yolo"}}, "RetinaNetConfig.anchors: convention must be one of"),
     ],
 )
-def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=field):
-        RetinaNetConfig(**{field: value})
+def test_config_rejects_bad_values_naming_the_dotted_field(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetinaNetConfig().replace(**changes)
+
+
+def test_config_rejects_unknown_groups_and_fields_pointing_0_1_0_names_to_their_place() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"RetinaNetConfig.matcher: unknown field\(s\) \['fg_iou_thresh'\] "
+        r"\('fg_iou_thresh' is 0.1.0's name of 'matcher.high_threshold'\)",
+    ):
+        RetinaNetConfig().replace(matcher={"fg_iou_thresh": 0.6})
+    with pytest.raises(
+        ValueError, match=r"RetinaNetConfig: unknown field\(s\) \['score_thresh'\].*inference"
+    ):
+        RetinaNetConfig().replace(score_thresh=0.1)
+    with pytest.raises(TypeError, match="RetinaNetConfig: matcher must be a MatcherConfig, got dict"):
+        RetinaNetConfig(matcher={"high_threshold": 0.6})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RetinaNetConfig: loss must be a LossConfig or a mapping, got int"):
+        RetinaNetConfig().replace(loss=3)
 
 
 def test_config_is_frozen_and_has_paper_defaults() -> None:
     cfg = RetinaNetConfig()
-    assert (cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.focal_alpha, cfg.focal_gamma) == (0.5, 0.4, 0.25, 2.0)
-    assert (cfg.smooth_l1_beta, cfg.topk_candidates, cfg.nms_thresh, cfg.detections_per_img) == (
+    m, loss, inf = cfg.matcher, cfg.loss, cfg.inference
+    assert (m.high_threshold, m.low_threshold, loss.alpha, loss.gamma) == (0.5, 0.4, 0.25, 2.0)
+    assert (loss.smooth_l1_beta, inf.topk_candidates, inf.nms_threshold, inf.detections_per_img) == (
         0.11,
         1000,
         0.5,
         100,
     )
-    assert (cfg.fpn_channels, cfg.head_convs, cfg.size_divisible, cfg.p6_from) == (256, 4, 128, "c5")
+    assert (cfg.fpn.channels, cfg.head.num_convs, cfg.transform.size_divisible, cfg.fpn.p6_from) == (
+        256,
+        4,
+        128,
+        "c5",
+    )
+    assert (cfg.backbone.depth, cfg.anchors.convention, inf.score_threshold) == (50, "paper", 0.05)
     with pytest.raises(AttributeError):
         cfg.num_classes = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        cfg.matcher.high_threshold = 0.6  # type: ignore[misc]
+
+
+def test_replace_merges_a_mapping_into_its_group_and_keeps_the_rest() -> None:
+    base = RetinaNetConfig.preset("tiny", 3)
+    cfg = base.replace(matcher={"high_threshold": 0.6}, loss=LossConfig(gamma=0.0))
+    assert cfg.matcher.high_threshold == 0.6 and cfg.matcher.low_threshold == 0.4
+    assert cfg.loss == LossConfig(gamma=0.0)  # a whole group replaces the group
+    assert cfg.backbone == base.backbone and cfg.num_classes == 3
+    assert RetinaNetConfig.from_dict(cfg.to_dict()) == cfg
+    # Lists (TOML / JSON) become tuples: the same config however it was written.
+    listed = base.replace(anchors={"strides": [8, 16, 32, 64, [128, 96]]}, transform={"min_size": [600, 800]})
+    assert listed.anchors.strides == (8, 16, 32, 64, (128, 96)) and listed.transform.min_size == (600, 800)
+    assert hash(listed) == hash(
+        base.replace(anchors={"strides": (8, 16, 32, 64, (128, 96))}, transform={"min_size": (600, 800)})
+    )
+
+
+def test_presets_registry_lists_the_four_presets_with_their_settings() -> None:
+    assert list(PRESETS) == ["paper", "torchvision_v1", "demo", "tiny"]
+    assert {n: p.num_classes for n, p in PRESETS.items()} == {
+        "paper": 80,
+        "torchvision_v1": 91,
+        "demo": 5,
+        "tiny": 3,
+    }
+    assert RetinaNetConfig.preset("paper") == RetinaNetConfig()
+    tv = RetinaNetConfig.preset("torchvision_v1")
+    assert (tv.anchors.convention, tv.anchors.derive_strides, tv.matcher.min_low_quality_iou) == (
+        "torchvision",
+        True,
+        None,
+    )
+    assert (tv.fpn.p6_from, tv.loss.box_loss, tv.loss.normalization, tv.transform.size_divisible) == (
+        "p5",
+        "l1",
+        "image",
+        32,
+    )
+    assert tv.inference.detections_per_img == 300
+    demo = RetinaNetConfig.preset("demo", 5)
+    assert (demo.backbone.depth, demo.backbone.width, demo.backbone.frozen_bn, demo.channels_for_head) == (
+        18,
+        16,
+        False,
+        64,
+    )
+    assert demo.anchors.sizes == (12.0, 24.0, 48.0, 96.0, 192.0) and demo.loss.box_loss == "giou"
+    tiny_cfg = RetinaNetConfig.preset("tiny", 4, transform={"size_divisible": 32})
+    assert (tiny_cfg.num_classes, tiny_cfg.backbone.width, tiny_cfg.fpn.channels) == (4, 8, 32)
+    assert tiny_cfg.transform == TransformConfig(min_size=None, size_divisible=32)
+    with pytest.raises(
+        ValueError, match=r"preset: name must be one of \['paper', 'torchvision_v1', 'demo', 'tiny'\]"
+    ):
+        RetinaNetConfig.preset("huge")
+
+
+def test_deprecated_tiny_and_torchvision_v1_map_flat_names() -> None:
+    with pytest.warns(DeprecationWarning, match=r"RetinaNetConfig.preset\('tiny'"):
+        old = RetinaNetConfig.tiny(num_classes=2, fg_iou_thresh=0.6, size_divisible=32)
+    assert old == RetinaNetConfig.preset(
+        "tiny", 2, matcher={"high_threshold": 0.6}, transform={"size_divisible": 32}
+    )
+    with pytest.warns(DeprecationWarning, match="torchvision_v1"):
+        tv = RetinaNetConfig.torchvision_v1(frozen_bn=False)
+    assert tv == RetinaNetConfig.preset("torchvision_v1", backbone={"frozen_bn": False})
+
+
+def test_every_config_field_reaches_the_built_model() -> None:
+    # One non-default value per field of the groups that build modules; each must show
+    # up in the module it configures (a field the model ignored would fail here).
+    cfg = RetinaNetConfig.preset(
+        "tiny",
+        4,
+        backbone={"depth": 34, "width": 8, "frozen_bn": False, "trainable_layers": 2, "channels_last": True},
+        fpn={"channels": 64, "p6_from": "p5"},
+        head={"num_convs": 3, "channels": 32, "use_group_norm": True, "prior": 0.05},
+        anchors={
+            "convention": "detectron2",
+            "sizes": (16, 32, 64, 128, 256),
+            "scales": (1.0, 2.0),
+            "ratios": (1.0,),
+            "strides": (8, 16, 32, 64, (128, 64)),
+            "offset": 0.25,
+            "order": "ratio-major",
+            "derive_strides": True,
+        },
+        coder={"weights": (10.0, 10.0, 5.0, 5.0), "clamp": 3.0, "symmetric_clamp": True},
+        loss={"normalizer_momentum": 0.9, "normalizer_initial": 7.0, "distributed": False},
+        transform={"pixel_mean": (0.1, 0.2, 0.3), "pixel_std": (0.5, 0.6, 0.7)},
+    )
+    model = RetinaNet(cfg)
+    assert len(model.backbone.layer1) == 3  # ResNet-34
+    assert model.backbone.conv1.out_channels == 8
+    assert isinstance(model.backbone.bn1, nn.BatchNorm2d)  # not frozen
+    assert not any(p.requires_grad for p in model.backbone.layer2.parameters())  # 2 trainable: layer3, 4
+    assert all(p.requires_grad for p in model.backbone.layer3.parameters())
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.fpn.out_channels == 64 and model.fpn.p6_from == "p5"
+    convs = [m for m in model.head.cls_subnet if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and convs[-1].out_channels == 32
+    assert sum(isinstance(m, nn.GroupNorm) for m in model.head.box_subnet) == 3
+    torch.testing.assert_close(model.head.cls_logits.bias, torch.full((8,), -math.log(0.95 / 0.05)))
+    gen = model.anchor_generator
+    assert gen.num_anchors_per_location == 2 and model.head.num_anchors == 2
+    assert (gen.convention, gen.offset, gen.derive_strides) == ("detectron2", 0.25, True)
+    assert gen.cell_anchors(0).shape == (2, 4)
+    assert tuple(model.box_coder.weights) == (10.0, 10.0, 5.0, 5.0)
+    assert (model.box_coder.clamp, model.box_coder.symmetric_clamp) == (3.0, True)
+    assert model.normalizer.momentum == 0.9
+    assert model.pixel_mean.tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert model.pixel_std.tolist() == pytest.approx([0.5, 0.6, 0.7])
 
 
 # --------------------------------------------------------------------------- training
@@ -322,7 +496,7 @@ def test_images_without_boxes_train() -> None:
 def test_image_normalisation_is_the_mean_of_single_image_losses() -> None:
     # Frozen BatchNorm: images do not interact, so the per-image ("image")
     # normalisation must equal the mean of the batch-of-one losses.
-    model = tiny(loss_normalization="image").train()
+    model = tiny(loss={"normalization": "image"}).train()
     g = torch.Generator().manual_seed(5)
     images = [torch.rand(3, 128, 128, generator=g) for _ in range(2)]
     _, targets = fixed_batch()
@@ -330,7 +504,7 @@ def test_image_normalisation_is_the_mean_of_single_image_losses() -> None:
     single = [model([im], [t]) for im, t in zip(images, targets)]
     for key in both:
         torch.testing.assert_close(both[key], (single[0][key] + single[1][key]) / 2, rtol=1e-5, atol=1e-6)
-    batch = tiny(loss_normalization="batch").train()(images, targets)
+    batch = tiny(loss={"normalization": "batch"}).train()(images, targets)
     assert abs(float(batch["classification"]) - float(both["classification"])) > 1e-4
 
 
@@ -353,20 +527,20 @@ def test_crowd_boxes_are_not_matched_and_ignore_their_anchors() -> None:
 
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "l1", "giou"])
 def test_box_loss_options(box_loss: str) -> None:
-    model = tiny(box_loss=box_loss).train()
+    model = tiny(loss={"box_loss": box_loss}).train()
     images, targets = fixed_batch()
     loss = model(images, targets)["bbox_regression"]
     assert math.isfinite(float(loss)) and float(loss) > 0
     if box_loss == "giou":
         assert float(loss) <= 2.0  # GIoU loss of one box is in [0, 2]
     if box_loss == "smooth_l1":
-        l1 = tiny(box_loss="l1").train()(images, targets)["bbox_regression"]
+        l1 = tiny(loss={"box_loss": "l1"}).train()(images, targets)["bbox_regression"]
         # Smooth L1 (beta = 0.11) is below L1 everywhere.
         assert float(loss) < float(l1)
 
 
 def test_resize_scales_boxes_and_maps_detections_back() -> None:
-    model = tiny(min_size=64, max_size=80)
+    model = tiny(transform={"min_size": 64, "max_size": 80})
     images = [torch.rand(3, 100, 140), torch.rand(3, 140, 100)]
     batch, sizes, original, targets = model.preprocess(
         images, [{"boxes": torch.tensor([[14.0, 10.0, 140.0, 100.0]]), "labels": torch.tensor([0])}] * 2
@@ -387,7 +561,7 @@ def test_resize_scales_boxes_and_maps_detections_back() -> None:
 
 # --------------------------------------------------------------------------- inference
 def test_eval_outputs_shapes_dtypes_and_limits() -> None:
-    model = tiny(detections_per_img=50)
+    model = tiny(inference={"detections_per_img": 50})
     raise_scores(model)
     model.eval()
     images = [torch.rand(3, 96, 128), torch.rand(3, 64, 64)]
@@ -421,7 +595,7 @@ def _same_detections(a: dict, b: dict) -> None:
 
 
 def test_batched_and_per_image_inference_agree() -> None:
-    model = tiny(detections_per_img=1000)
+    model = tiny(inference={"detections_per_img": 1000})
     raise_scores(model, std=1.0)
     model.eval()
     g = torch.Generator().manual_seed(7)
@@ -446,9 +620,9 @@ def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_siz
         boxes, scores, labels = [], [], []
         for logits, deltas, anc in zip(cls_levels, box_levels, anchors):
             s = torch.sigmoid(logits[i]).flatten()
-            idx = torch.where(s > cfg.score_thresh)[0]
+            idx = torch.where(s > cfg.inference.score_threshold)[0]
             s = s[idx]
-            s, j = s.topk(min(cfg.topk_candidates, idx.numel()))
+            s, j = s.topk(min(cfg.inference.topk_candidates, idx.numel()))
             idx = idx[j]
             a = idx // cfg.num_classes
             bx = model.box_coder.decode(deltas[i][a], anc[a])
@@ -457,7 +631,9 @@ def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_siz
             )
             boxes.append(bx), scores.append(s), labels.append(idx % cfg.num_classes)
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)[: cfg.detections_per_img]
+        keep = batched_nms(boxes, scores, labels, cfg.inference.nms_threshold)[
+            : cfg.inference.detections_per_img
+        ]
         out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return out
 
@@ -466,7 +642,7 @@ def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_siz
 def test_postprocess_equals_plain_per_image_per_level_loop(limit: int, top: int) -> None:
     # limit 3: NMS on the 6 best first, then 24, then all (heavy suppression at
     # IoU 0.2 forces the later passes); limit 1000: no cap at all.
-    model = tiny(detections_per_img=limit, topk_candidates=top, nms_thresh=0.2)
+    model = tiny(inference={"detections_per_img": limit, "topk_candidates": top, "nms_threshold": 0.2})
     raise_scores(model, bias=-2.5, std=1.0)
     model.eval()
     g = torch.Generator().manual_seed(11)
@@ -485,7 +661,7 @@ def test_postprocess_equals_plain_per_image_per_level_loop(limit: int, top: int)
 
 
 def test_nms_and_detection_cap_are_per_image_and_per_class() -> None:
-    model = tiny(detections_per_img=7, nms_thresh=0.5)
+    model = tiny(inference={"detections_per_img": 7, "nms_threshold": 0.5})
     raise_scores(model, bias=0.0, std=0.5)
     model.eval()
     images = torch.rand(2, 3, 64, 64)
@@ -591,20 +767,24 @@ def test_integer_labels_of_any_width_give_the_int64_loss(dtype: torch.dtype) -> 
 def _golden_model(channels_last: bool = False) -> tuple[RetinaNet, dict]:
     golden = torch.load(GOLDEN, weights_only=True)
     s = golden["settings"]
-    cfg = RetinaNetConfig.torchvision_v1(
-        num_classes=s["num_classes"],
-        backbone_depth=s["backbone_depth"],
-        backbone_width=s["backbone_width"],
-        fpn_channels=s["fpn_channels"],
-        frozen_bn=False,  # torchvision's weights=None model: trainable BatchNorm
-        trainable_layers=5,
-        min_size=s["min_size"],
-        max_size=s["max_size"],
-        detections_per_img=s["detections_per_img"],
-        topk_candidates=s["topk_candidates"],
-        score_thresh=s["score_thresh"],
-        nms_thresh=s["nms_thresh"],
-        channels_last=channels_last,
+    cfg = RetinaNetConfig.preset(
+        "torchvision_v1",
+        s["num_classes"],
+        backbone={
+            "depth": s["backbone_depth"],
+            "width": s["backbone_width"],
+            "frozen_bn": False,  # torchvision's weights=None model: trainable BatchNorm
+            "trainable_layers": 5,
+            "channels_last": channels_last,
+        },
+        fpn={"channels": s["fpn_channels"]},
+        transform={"min_size": s["min_size"], "max_size": s["max_size"]},
+        inference={
+            "detections_per_img": s["detections_per_img"],
+            "topk_candidates": s["topk_candidates"],
+            "score_threshold": s["score_thresh"],
+            "nms_threshold": s["nms_thresh"],
+        },
     )
     model = RetinaNet(cfg)
     load_torchvision_retinanet(model, golden["state_dict"])
@@ -634,7 +814,9 @@ def test_torchvision_golden_detections_and_losses(channels_last: bool) -> None:
 def test_torchvision_loader_rejects_mismatched_models() -> None:
     golden = torch.load(GOLDEN, weights_only=True)
     wrong = RetinaNet(
-        RetinaNetConfig.torchvision_v1(num_classes=5, backbone_width=8, fpn_channels=32, frozen_bn=False)
+        RetinaNetConfig.preset(
+            "torchvision_v1", 5, backbone={"width": 8, "frozen_bn": False}, fpn={"channels": 32}
+        )
     )
     with pytest.raises(ValueError, match="shapes must match"):
         load_torchvision_retinanet(wrong, golden["state_dict"])
@@ -697,9 +879,12 @@ def test_exported_dense_path_matches_eager() -> None:
         {"min_low_quality_iou": None},
         {"min_low_quality_iou": 0.2, "crowd_ioa_threshold": None},
         {"allow_low_quality_matches": False, "crowd_ioa_threshold": 0.7},
+        {"high_threshold": 0.6, "low_threshold": 0.3},
     ],
 )
 def test_every_matching_option_reaches_assign_anchors(monkeypatch, changes) -> None:
+    import dataclasses
+
     import focal_detect.models.retinanet as rn
 
     seen: dict = {}
@@ -710,16 +895,20 @@ def test_every_matching_option_reaches_assign_anchors(monkeypatch, changes) -> N
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rn, "assign_anchors", spy)
-    model = tiny(**changes).train()
+    model = tiny(matcher=changes).train()
     model(
         [torch.rand(3, 64, 64)],
         [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])}],
     )
-    defaults = {
-        "low_quality": "torchvision",
-        "min_low_quality_iou": 0.0,
-        "crowd_ioa_threshold": 0.5,
-        "allow_low_quality_matches": True,
+    # Every field of the matcher group is an assign_anchors keyword of the same name.
+    defaults = dataclasses.asdict(MatcherConfig())
+    assert set(defaults) == {
+        "high_threshold",
+        "low_threshold",
+        "allow_low_quality_matches",
+        "low_quality",
+        "min_low_quality_iou",
+        "crowd_ioa_threshold",
     }
     for key, default in defaults.items():
         assert seen[key] == changes.get(key, default), key
@@ -727,22 +916,25 @@ def test_every_matching_option_reaches_assign_anchors(monkeypatch, changes) -> N
 
 def test_config_rejects_bad_matching_and_stride_settings() -> None:
     for changes, match in [
-        ({"low_quality": "detectron"}, "low_quality must be one of"),
-        ({"min_low_quality_iou": 1.5}, "min_low_quality_iou must be a number in"),
-        ({"crowd_ioa_threshold": 0.0}, "crowd_ioa_threshold must be a number in"),
-        ({"derive_anchor_strides": 1}, "derive_anchor_strides must be a bool"),
+        ({"matcher": {"low_quality": "detectron"}}, "matcher: low_quality must be one of"),
+        ({"matcher": {"min_low_quality_iou": 1.5}}, "matcher: min_low_quality_iou must be a number in"),
+        ({"matcher": {"crowd_ioa_threshold": 0.0}}, "matcher: crowd_ioa_threshold must be a number in"),
+        ({"anchors": {"derive_strides": 1}}, "anchors: derive_strides must be a bool"),
         (
-            {"anchor_strides": (8, 16, 32, 64)},
-            r"anchor settings must be valid.*strides must have the same length",
+            {"anchors": {"strides": (8, 16, 32, 64)}},
+            r"anchors: settings must make an AnchorGenerator.*strides must have the same length",
         ),
-        ({"anchor_strides": (8, 16, 32, 64, (128, 0))}, r"anchor settings must be valid.*must be positive"),
+        (
+            {"anchors": {"strides": (8, 16, 32, 64, (128, 0))}},
+            r"anchors: settings must make an AnchorGenerator.*must be positive",
+        ),
     ]:
-        with pytest.raises(ValueError, match=match):
-            RetinaNetConfig(**changes)
+        with pytest.raises(ValueError, match="RetinaNetConfig." + match):
+            RetinaNetConfig().replace(**changes)
 
 
 def test_derived_strides_need_the_padded_size() -> None:
-    model = tiny(derive_anchor_strides=True, size_divisible=32).eval()
+    model = tiny(anchors={"derive_strides": True}, transform={"size_divisible": 32}).eval()
     with torch.no_grad():
         batch, sizes, original, _ = model.preprocess([torch.rand(3, 96, 160)])
         cls, box = model.dense(batch)
@@ -754,3 +946,31 @@ def test_derived_strides_need_the_padded_size() -> None:
     assert model.anchor_generator.level_strides(fs, image_size=(96, 160))[4] == (96, 80)
     det = model.postprocess(cls, box, fs, sizes, original, padded_size=(96, 160))
     assert len(det) == 1 and det[0]["boxes"].shape[-1] == 4
+
+
+def test_target_value_checks_cost_one_host_sync_per_batch() -> None:
+    # A host synchronisation is a read of a tensor's value on the host
+    # (aten._local_scalar_dense: bool(), .item(), int()); a valid batch costs exactly one,
+    # however many images it has. A bad batch may cost more (it names the image).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from focal_detect.models.inputs import check_targets
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    _, targets = fixed_batch()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    targets = [*targets * 3, empty]  # seven images, one without boxes
+    with CountReads():
+        check_targets(targets, len(targets), 3)
+    assert CountReads.reads == 1
+    bad = [dict(t) for t in targets]
+    bad[4] = {"boxes": torch.tensor([[4.0, 0.0, 2.0, 8.0]]), "labels": torch.tensor([0])}
+    with pytest.raises(ValueError, match=r"targets\[4\]\['boxes'\] must have x2 >= x1"):
+        check_targets(bad, len(bad), 3)

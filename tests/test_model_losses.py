@@ -11,14 +11,16 @@ import torch
 from focal_detect.constants import BACKGROUND, IGNORE
 from focal_detect.init import prior_bias
 from focal_detect.losses import sigmoid_focal_loss_from_labels, sigmoid_focal_loss_star
-from focal_detect.models import RetinaNet, RetinaNetConfig
+from focal_detect.models import LossConfig, RetinaNet, RetinaNetConfig
 from focal_detect.models.retinanet import CLS_LOSSES
 from focal_detect.sampling import ohem_sample
 
 
-def _model(**kw: object) -> RetinaNet:
+def _model(head: dict[str, object] | None = None, **loss: object) -> RetinaNet:
+    """The tiny model with ``loss`` fields (``LossConfig``) and ``head`` fields changed."""
     torch.manual_seed(0)
-    return RetinaNet(RetinaNetConfig.tiny(num_classes=3, size_divisible=32, **kw)).train()
+    cfg = RetinaNetConfig.preset("tiny", 3, transform={"size_divisible": 32}, loss=loss, head=head or {})
+    return RetinaNet(cfg).train()
 
 
 def _logits_labels(seed: int = 0, b: int = 2, n: int = 60, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +47,7 @@ def _batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
 
 def test_default_is_the_papers_focal_loss() -> None:
     cfg = RetinaNetConfig()
-    assert cfg.cls_loss == "focal" and CLS_LOSSES == ("focal", "focal_star", "ohem")
+    assert cfg.loss.cls_loss == "focal" and CLS_LOSSES == ("focal", "focal_star", "ohem")
     model = _model()
     logits, labels = _logits_labels()
     anchors = torch.zeros(labels.shape[1], 4)
@@ -54,7 +56,7 @@ def test_default_is_the_papers_focal_loss() -> None:
 
 
 def test_focal_star_equals_the_op_on_one_hot_targets_without_ignored_anchors() -> None:
-    model = _model(cls_loss="focal_star", focal_star_gamma=2.0, focal_star_beta=1.0, focal_alpha=None)
+    model = _model(cls_loss="focal_star", star_gamma=2.0, star_beta=1.0, alpha=None)
     logits, labels = _logits_labels(1)
     got = model.classification_loss(logits, labels, None, torch.zeros(labels.shape[1], 4))
     want = 0.0
@@ -73,7 +75,7 @@ def test_focal_star_equals_the_op_on_one_hot_targets_without_ignored_anchors() -
 
 
 def test_ohem_sums_the_loss_of_the_chosen_anchors_only() -> None:
-    model = _model(cls_loss="ohem", focal_gamma=0.0, focal_alpha=None, ohem_batch_size_per_image=8)
+    model = _model(cls_loss="ohem", gamma=0.0, alpha=None, ohem_batch_size_per_image=8)
     logits, labels = _logits_labels(2)
     got = model.classification_loss(logits, labels, None, torch.zeros(labels.shape[1], 4))
     per_anchor = sigmoid_focal_loss_from_labels(logits, labels, alpha=None, gamma=0.0).sum(-1)
@@ -96,11 +98,11 @@ def test_ohem_with_a_batch_larger_than_the_image_is_plain_focal_loss() -> None:
 def test_ohem_nms_uses_the_anchors() -> None:
     model = _model(
         cls_loss="ohem",
-        focal_gamma=0.0,
-        focal_alpha=None,
+        gamma=0.0,
+        alpha=None,
         ohem_batch_size_per_image=2,
         ohem_positive_fraction=None,
-        ohem_nms_thresh=0.5,
+        ohem_nms_threshold=0.5,
     )
     logits = torch.tensor([[[3.0], [2.0], [1.0]]])  # background: loss increases with the logit
     labels = torch.full((1, 3), BACKGROUND)
@@ -114,8 +116,8 @@ def test_ohem_nms_uses_the_anchors() -> None:
     "kw",
     [
         {},
-        {"cls_loss": "focal_star", "focal_alpha": None},
-        {"cls_loss": "ohem", "focal_gamma": 0.0, "focal_alpha": None, "ohem_batch_size_per_image": 32},
+        {"cls_loss": "focal_star", "alpha": None},
+        {"cls_loss": "ohem", "gamma": 0.0, "alpha": None, "ohem_batch_size_per_image": 32},
     ],
 )
 def test_training_steps_lower_the_loss(kw: dict[str, object]) -> None:
@@ -137,8 +139,8 @@ def test_training_steps_lower_the_loss(kw: dict[str, object]) -> None:
 
 
 def test_prior_half_is_the_standard_zero_bias_and_makes_the_first_ce_loss_large() -> None:
-    ce = {"focal_gamma": 0.0, "focal_alpha": None}
-    no_prior, prior = _model(prior=0.5, **ce), _model(**ce)
+    ce: dict[str, object] = {"gamma": 0.0, "alpha": None}
+    no_prior, prior = _model(head={"prior": 0.5}, **ce), _model(**ce)
     assert float(no_prior.head.cls_logits.bias.detach().abs().max()) == 0.0
     assert float(prior.head.cls_logits.bias.detach()[0]) == pytest.approx(prior_bias(0.01))
     images, targets = _batch()
@@ -153,14 +155,17 @@ def test_prior_half_is_the_standard_zero_bias_and_makes_the_first_ce_loss_large(
 @pytest.mark.parametrize(
     "kw,match",
     [
-        ({"cls_loss": "ce"}, "cls_loss must be one of"),
-        ({"focal_star_gamma": 0.0}, "focal_star_gamma must be a number"),
-        ({"focal_star_beta": math.inf}, "focal_star_beta must be a finite number"),
-        ({"ohem_batch_size_per_image": 0}, "ohem_batch_size_per_image must be a positive int"),
-        ({"ohem_positive_fraction": 1.5}, "ohem_positive_fraction must be a number"),
-        ({"ohem_nms_thresh": -0.1}, "ohem_nms_thresh must be a number"),
+        ({"cls_loss": "ce"}, "RetinaNetConfig.loss: cls_loss must be one of"),
+        ({"star_gamma": 0.0}, "RetinaNetConfig.loss: star_gamma must be a number"),
+        ({"star_beta": math.inf}, "RetinaNetConfig.loss: star_beta must be a finite number"),
+        (
+            {"ohem_batch_size_per_image": 0},
+            "RetinaNetConfig.loss: ohem_batch_size_per_image must be a positive int",
+        ),
+        ({"ohem_positive_fraction": 1.5}, "RetinaNetConfig.loss: ohem_positive_fraction must be a number"),
+        ({"ohem_nms_threshold": -0.1}, "RetinaNetConfig.loss: ohem_nms_threshold must be a number"),
     ],
 )
 def test_config_rejects_bad_values(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        RetinaNetConfig(**kw)
+        LossConfig(**kw)  # type: ignore[arg-type]

@@ -92,19 +92,26 @@ def assert_losses_equal(ours: dict, ref: dict) -> None:
 # --------------------------------------------------------------------------- golden
 
 
+#: 0.1.0's behaviour: nominal anchor strides 8 ... 128 and the minimum-IoU guard on.
+NOMINAL = {"anchors": {"derive_strides": False}, "matcher": {"min_low_quality_iou": 0.0}}
+
+
 def _golden():
     return torch.load(GOLDEN, weights_only=True)
 
 
 def _golden_model(golden: dict, **changes) -> RetinaNet:
     s = golden["settings"]
-    cfg = RetinaNetConfig.torchvision_v1(
-        num_classes=s["num_classes"],
-        backbone_depth=s["backbone_depth"],
-        backbone_width=s["backbone_width"],
-        fpn_channels=s["fpn_channels"],
-        frozen_bn=False,  # torchvision's weights=None model: trainable BatchNorm
-        trainable_layers=5,
+    cfg = RetinaNetConfig.preset(
+        "torchvision_v1",
+        s["num_classes"],
+        backbone={
+            "depth": s["backbone_depth"],
+            "width": s["backbone_width"],
+            "frozen_bn": False,  # torchvision's weights=None model: trainable BatchNorm
+            "trainable_layers": 5,
+        },
+        fpn={"channels": s["fpn_channels"]},
         **changes,
     )
     model = RetinaNet(cfg)
@@ -160,7 +167,7 @@ def test_golden_nominal_strides_are_not_exact() -> None:
     # sizes: the detections and losses differ from torchvision's.
     golden = _golden()
     case = golden["cases"][0]
-    model = _golden_model(golden, derive_anchor_strides=False, min_low_quality_iou=0.0)
+    model = _golden_model(golden, **NOMINAL)
     images = _images(case)
     with torch.no_grad():
         dets = model.eval()([im.clone() for im in images])
@@ -174,7 +181,7 @@ def test_golden_guard_off_is_needed_for_a_box_off_every_anchor() -> None:
     golden = _golden()
     case = golden["cases"][5]
     images = _images(case)
-    guarded = _golden_model(golden, min_low_quality_iou=0.0).train()
+    guarded = _golden_model(golden, matcher={"min_low_quality_iou": 0.0}).train()
     losses = guarded([im.clone() for im in images], case["targets"])
     # with the guard the far-off box claims nothing: a much smaller box loss
     assert float(losses["bbox_regression"].detach()) < 0.5 * float(case["losses"]["bbox_regression"])
@@ -207,7 +214,9 @@ def build_full_r50(**changes) -> tuple[torch.nn.Module, RetinaNet, dict]:
     torch.manual_seed(0)
     tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
     _informative_(tv)
-    cfg = RetinaNetConfig.torchvision_v1(num_classes=91, frozen_bn=False, trainable_layers=5, **changes)
+    cfg = RetinaNetConfig.preset(
+        "torchvision_v1", 91, backbone={"frozen_bn": False, "trainable_layers": 5}, **changes
+    )
     ours = RetinaNet(cfg)
     state = {k: v.clone() for k, v in tv.state_dict().items()}
     load_torchvision_retinanet(ours, state)
@@ -269,12 +278,8 @@ def test_live_full_r50_torchvision_default_sizes(full_r50, index: int) -> None:
 def test_live_full_r50_nominal_strides_are_not_exact(full_r50) -> None:
     tv, _, state = full_r50
     nominal = RetinaNet(
-        RetinaNetConfig.torchvision_v1(
-            num_classes=91,
-            frozen_bn=False,
-            trainable_layers=5,
-            derive_anchor_strides=False,
-            min_low_quality_iou=0.0,
+        RetinaNetConfig.preset(
+            "torchvision_v1", 91, backbone={"frozen_bn": False, "trainable_layers": 5}, **NOMINAL
         )
     )
     # the large box is matched at P6/P7, where nominal and derived strides differ (the
@@ -295,7 +300,7 @@ def interop_table(full: bool = True) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     golden = _golden()
-    nominal = {"derive_anchor_strides": False, "min_low_quality_iou": 0.0}
+    nominal = NOMINAL
     for label, changes in (("slim golden", {}), ("slim golden, nominal strides (0.1.0)", nominal)):
         for case in golden["cases"]:
             g_model = _golden_model(golden, **changes)  # fresh: train mode updates BatchNorm statistics

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 
-from focal_detect.cli import build_model
 from focal_detect.data import CocoDetection
 from focal_detect.engine import TrainConfig, train
 from focal_detect.evaluation import evaluate_coco, format_metrics
+from focal_detect.models import build_model
 
 TINY = os.environ.get("FOCAL_DETECT_TUTORIAL_TINY") == "1"
 
@@ -28,7 +28,7 @@ def main() -> dict[str, float]:
     train_set = CocoDetection("data/shapes_train/images", "data/shapes_train/annotations.json")
     val_set = CocoDetection("data/shapes_val/images", "data/shapes_val/annotations.json")
     if TINY:
-        model = build_model(train_set.num_classes, "tiny", size_divisible=32)
+        model = build_model(train_set.num_classes, "tiny", transform={"size_divisible": 32})
     else:  # the CPU configuration of `focal-detect demo` (a small ResNet-FPN)
         model = build_model(train_set.num_classes, "demo")
     config = TrainConfig(

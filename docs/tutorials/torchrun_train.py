@@ -20,9 +20,9 @@ import os
 import torch
 import torch.distributed as dist
 
-from focal_detect.cli import build_model
 from focal_detect.data import CocoDetection
 from focal_detect.engine import TrainConfig, train
+from focal_detect.models import build_model
 
 TINY = os.environ.get("FOCAL_DETECT_TUTORIAL_TINY") == "1"
 
@@ -38,11 +38,10 @@ def main() -> None:
     rank = dist.get_rank() if dist.is_initialized() else 0
 
     data = CocoDetection("data/shapes_train/images", "data/shapes_train/annotations.json")
-    # distributed=True: the focal loss's foreground count is summed over all processes.
+    # loss.distributed: the focal loss's foreground count is summed over all processes.
     preset = "tiny" if TINY else "demo"
-    model = build_model(
-        data.num_classes, preset, distributed=world_size > 1, **({"size_divisible": 32} if TINY else {})
-    )
+    transform = {"size_divisible": 32} if TINY else {}
+    model = build_model(data.num_classes, preset, loss={"distributed": world_size > 1}, transform=transform)
     config = TrainConfig(
         iterations=2 if TINY else 1200,
         batch_size=2 if TINY else 8,  # per process: the global batch is 8 x world size

@@ -2,7 +2,7 @@ r"""Load torchvision RetinaNet weights into :class:`~focal_detect.models.retinan
 
 torchvision's ``retinanet_resnet50_fpn`` (v1) and this library's model compute the
 same function when the model is configured like torchvision's
-(:meth:`RetinaNetConfig.torchvision_v1`: torchvision's anchors with strides derived
+(the ``"torchvision_v1"`` preset, :data:`~focal_detect.models.presets.PRESETS`: torchvision's anchors with strides derived
 from the padded batch, its matcher without the minimum-IoU guard, P6 from P5, L1 box
 loss, per-image loss normalisation, resizing to 800 / 1333 and padding to 32, score
 0.05, top 1000 per level, NMS 0.5, 300 detections); only parameter names differ. At
@@ -107,6 +107,7 @@ def convert_torchvision_retinanet(
             if m is not None:
                 j = int(m.group(2))
             else:
+                assert m2 is not None
                 m = m2
                 j = int(m.group(2)) // 2  # v1: Sequential(conv, relu, conv, relu, ...)
             branch = m.group(1)
@@ -135,8 +136,8 @@ def load_torchvision_retinanet(model: RetinaNet, state_dict: Mapping[str, Tensor
             a different number of classes or anchors).
 
     Example:
-        >>> from focal_detect.models.retinanet import RetinaNetConfig
-        >>> cfg = RetinaNetConfig.tiny(num_classes=2, anchor_preset="torchvision", p6_from="p5")
+        >>> from focal_detect.models.config import RetinaNetConfig
+        >>> cfg = RetinaNetConfig.preset("tiny", 2, anchors={"convention": "torchvision"}, fpn={"p6_from": "p5"})
         >>> a, b = RetinaNet(cfg), RetinaNet(cfg)
         >>> tv_names = {"head.regression_head.bbox_reg.bias": a.head.bbox_pred.bias.detach() + 1}
         >>> load_torchvision_retinanet(b, tv_names)  # doctest: +IGNORE_EXCEPTION_DETAIL

@@ -14,7 +14,7 @@ pad                         bottom/right to a multiple of ``size_divisible``
 dense network               backbone, FPN, heads (:meth:`RetinaNet.dense`)
 anchors                     built from the feature sizes inside the graph
 per-level top-k             ``topk_candidates`` (anchor, class) pairs per level
-threshold, decode, clip     score :math:`> \text{score\_thresh}`, box coder
+threshold, decode, clip     score :math:`> \text{score\_threshold}`, box coder
 class-wise NMS              ONNX ``NonMaxSuppression`` (one class per label)
 cap                         the ``detections_per_img`` best per image
 ==========================  ========================================================
@@ -32,7 +32,7 @@ Height, width and batch size are dynamic. Inputs and outputs:
 The result equals ``model(images)`` in evaluation mode (same detections, boxes
 within float32 rounding) up to two freedoms of any greedy NMS: boxes of equal
 score may come in another order, and a pair whose IoU equals the threshold to
-within one rounding step, or a score within one step of ``score_thresh``, may be
+within one rounding step, or a score within one step of ``inference.score_threshold``, may be
 decided the other way (onnxruntime computes the IoU with its own formula).
 
 The size arithmetic of the resize step runs in float64 in the graph, as Python's
@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ DEFAULT_OPSET = 18
 # (at most 5 levels x ``topk_candidates`` candidates enter NMS).
 _NMS_NO_LIMIT = 1 << 30
 # NonMaxSuppression keeps scores strictly above its threshold: candidates below
-# ``score_thresh`` (and the other classes' slots) carry the score -1.
+# ``inference.score_threshold`` (and the other classes' slots) carry the score -1.
 _EMPTY_SCORE = -1.0
 _NMS_SCORE_THRESHOLD = -0.5
 
@@ -170,7 +170,7 @@ class RetinaNetInference(nn.Module):
 
     Example:
         >>> from focal_detect.models import RetinaNet, RetinaNetConfig
-        >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2, detections_per_img=5)).eval()
+        >>> model = RetinaNet(RetinaNetConfig.preset("tiny", 2, inference={"detections_per_img": 5})).eval()
         >>> with torch.no_grad():
         ...     _ = model.head.cls_logits.bias.fill_(0.0)  # every score ~0.5
         ...     boxes, scores, labels, num = RetinaNetInference(model)(torch.rand(2, 3, 64, 80))
@@ -206,11 +206,11 @@ class RetinaNetInference(nn.Module):
         """Resized ``(height, width)``: ``floor(side * scale)`` with Python's float64
         ``scale = min(min_size / short, max_size / long)``, as ``RetinaNet.preprocess``."""
         cfg = self.model.config
-        if cfg.min_size is None:
+        if cfg.transform.min_size is None:
             return h, w
         min_size = float(self.model._eval_min_size())
         short, long = torch.sym_min(h, w), torch.sym_max(h, w)
-        scale = torch.sym_min(min_size / short, float(cfg.max_size) / long)
+        scale = torch.sym_min(min_size / short, float(cfg.transform.max_size) / long)
         return math.floor(h * scale), math.floor(w * scale)
 
     def _anchors(self, level: int, h: Any, w: Any, pad_h: Any, pad_w: Any, device: torch.device) -> Tensor:
@@ -243,16 +243,16 @@ class RetinaNetInference(nn.Module):
         model, cfg = self.model, self.model.config
         b, h0, w0 = images.shape[0], images.shape[-2], images.shape[-1]
         device = images.device
-        mean = cast(Tensor, model.pixel_mean)
-        std = cast(Tensor, model.pixel_std)
+        mean = model.pixel_mean
+        std = model.pixel_std
         x = (images - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         h, w = self._output_size(h0, w0)
-        if cfg.min_size is not None:
+        if cfg.transform.min_size is not None:
             x = _resize_bilinear(x, h, w)
-        d = cfg.size_divisible
+        d = cfg.transform.size_divisible
         pad_h, pad_w = (h + d - 1) // d * d, (w + d - 1) // d * d
         x = F.pad(x, (0, pad_w - w, 0, pad_h - h))
-        if cfg.channels_last:
+        if cfg.backbone.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cls_levels, box_levels = model.dense(x)
         # The padded size as float64 tensors (for derived strides; read from the data,
@@ -261,7 +261,7 @@ class RetinaNetInference(nn.Module):
         pad_hw = (ones[:, 0].sum(), ones[0, :].sum())
 
         k = cfg.num_classes
-        top = cfg.topk_candidates
+        top = cfg.inference.topk_candidates
         all_boxes, all_scores, all_labels = [], [], []
         fh, fw = pad_h, pad_w
         for level in range(1, 8):
@@ -284,7 +284,7 @@ class RetinaNetInference(nn.Module):
             slot = torch.div(top_idx, k, rounding_mode="floor")
             anchor_idx = torch.gather(cand, 1, slot)
             score = torch.sigmoid(top_logit)
-            all_scores.append(torch.where(score > cfg.score_thresh, score, _EMPTY_SCORE))
+            all_scores.append(torch.where(score > cfg.inference.score_threshold, score, _EMPTY_SCORE))
             all_labels.append(top_idx - slot * k)
             dl = torch.gather(deltas, 1, anchor_idx[..., None].expand(b, anchor_idx.shape[1], 4))
             all_boxes.append(model.box_coder.decode(dl.float(), anchors[anchor_idx]))
@@ -296,16 +296,36 @@ class RetinaNetInference(nn.Module):
         )
         boxes = torch.minimum(boxes.clamp(min=0), upper)
 
+        return self._nms_and_cap(boxes, scores, labels, (h0, w0), (h, w))
+
+    def _nms_and_cap(
+        self,
+        boxes: Tensor,
+        scores: Tensor,
+        labels: Tensor,
+        original: tuple[Any, Any],
+        resized: tuple[Any, Any],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Class-wise NMS, the ``detections_per_img`` cap, boxes back to ``original``.
+
+        Shape:
+            boxes: ``(B, C, 4)``; scores: ``(B, C)`` (``_EMPTY_SCORE`` for no candidate);
+            labels: ``(B, C)``.
+            output: as :meth:`forward`.
+        """
+        cfg = self.model.config
+        b, device, k = boxes.shape[0], boxes.device, cfg.num_classes
+        (h0, w0), (h, w) = original, resized
         # Class-wise NMS: class k sees only the candidates labelled k.
         classes = torch.arange(k, device=device)
         per_class = torch.where(
             labels[:, None, :] == classes[None, :, None], scores[:, None, :], _EMPTY_SCORE
         )
-        selected = _nms_op()(boxes, per_class, float(cfg.nms_thresh), _NMS_SCORE_THRESHOLD)
+        selected = _nms_op()(boxes, per_class, float(cfg.inference.nms_threshold), _NMS_SCORE_THRESHOLD)
         kept = torch.full_like(scores, _EMPTY_SCORE)
         kept = kept.index_put((selected[:, 0], selected[:, 2]), scores[selected[:, 0], selected[:, 2]])
 
-        out_scores, idx = kept.topk(torch.sym_min(cfg.detections_per_img, kept.shape[1]), dim=1)
+        out_scores, idx = kept.topk(torch.sym_min(cfg.inference.detections_per_img, kept.shape[1]), dim=1)
         valid = out_scores >= 0
         out_boxes = torch.gather(boxes, 1, idx[..., None].expand(b, idx.shape[1], 4))
         out_labels = torch.gather(labels, 1, idx)
@@ -323,6 +343,105 @@ class RetinaNetInference(nn.Module):
         return out_boxes, out_scores, out_labels, valid.sum(dim=1)
 
 
+_SCALAR_OPS = frozenset(
+    {"Cast", "Div", "Mul", "Min", "Max", "Add", "Sub", "Squeeze", "Unsqueeze", "Reshape", "Constant"}
+)
+_SHAPE_PLUMBING = ("Squeeze", "Unsqueeze", "Reshape")
+
+
+def _scalar_ancestry(
+    start: str, producer: dict[str, Any], inits: dict[str, Any]
+) -> tuple[list[Any], set[str]] | None:
+    """The nodes (consumers first) and initializers that compute ``start`` from ``Shape``
+    outputs and constants by scalar arithmetic only; ``None`` if anything else feeds it."""
+    order: list[Any] = []
+    consts: set[str] = set()
+    stack, seen = [start], set()
+    while stack:
+        name = stack.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in inits:
+            consts.add(name)
+            continue
+        node = producer.get(name)
+        if node is None or (node.op_type != "Shape" and node.op_type not in _SCALAR_OPS):
+            return None
+        if node.op_type == "Shape":
+            continue
+        order.append(node)
+        if node.op_type not in _SHAPE_PLUMBING:
+            stack.extend(node.input)
+        else:
+            stack.append(node.input[0])
+    return order, consts
+
+
+def _float64_copies(
+    order: list[Any], consts: set[str], graph: Any, inits: dict[str, Any]
+) -> tuple[list[Any], dict[str, str]]:
+    """float64 copies of the arithmetic nodes (float32 casts and constants promoted) and
+    the renaming of their outputs and of the float32 initializers they read."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    rename: dict[str, str] = {}
+    copies = []
+    for node in reversed(order):  # producers before consumers
+        if node.op_type in _SHAPE_PLUMBING:
+            continue  # integer shape plumbing before the first Cast: shared as is
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = node.name + "_f64"
+        del copy.output[:]
+        copy.output.extend([o + "_f64" for o in node.output])
+        for o in node.output:
+            rename[o] = o + "_f64"
+        for a in copy.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+            if node.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype("float64")))
+        copies.append(copy)
+    for name in consts:
+        t = inits[name]
+        if t.data_type == TensorProto.FLOAT and name + "_f64" not in inits:
+            t64 = numpy_helper.from_array(numpy_helper.to_array(t).astype("float64"), name + "_f64")
+            graph.initializer.append(t64)
+            inits[t64.name] = t64
+        if t.data_type == TensorProto.FLOAT:
+            rename[name] = name + "_f64"
+    for copy in copies:
+        for i, name in enumerate(copy.input):
+            copy.input[i] = rename.get(name, name)
+    return copies, rename
+
+
+def _splice(graph: Any, new_nodes: list[tuple[Any, Any]]) -> None:
+    """Insert each copy before its ``Floor``, drop the stale float32 value infos of the
+    Floors and duplicated copies (two Floors sharing an ancestor: first one wins)."""
+    if new_nodes:
+        nodes = list(graph.node)
+        for anchor, copy in new_nodes:
+            nodes.insert(nodes.index(anchor), copy)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        floors = {n.output[0] for n in graph.node if n.op_type == "Floor"}
+        keep = [vi for vi in graph.value_info if vi.name not in floors]
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+    seen_out: set[str] = set()
+    unique = []
+    for node in graph.node:
+        if node.output and node.output[0] in seen_out:
+            continue
+        seen_out.update(node.output)
+        unique.append(node)
+    del graph.node[:]
+    graph.node.extend(unique)
+
+
 def _promote_size_arithmetic(proto: Any) -> int:
     """Run the graph's resize-size arithmetic in float64 (in place); returns the
     number of ``Floor`` nodes rewired.
@@ -335,7 +454,6 @@ def _promote_size_arithmetic(proto: Any) -> int:
     and the ``Floor`` reads the copy (the float32 original stays for other users).
     """
     import onnx
-    from onnx import TensorProto, numpy_helper
 
     graph = proto.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -344,104 +462,58 @@ def _promote_size_arithmetic(proto: Any) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     inits = {t.name: t for t in graph.initializer}
-    scalar_ops = {
-        "Cast",
-        "Div",
-        "Mul",
-        "Min",
-        "Max",
-        "Add",
-        "Sub",
-        "Squeeze",
-        "Unsqueeze",
-        "Reshape",
-        "Constant",
-    }
     new_nodes: list[tuple[Any, Any]] = []  # (node to insert before, copy)
     rewired = 0
     for floor in [n for n in graph.node if n.op_type == "Floor"]:
         if not all(c.op_type == "Cast" for c in consumers.get(floor.output[0], [])):
             continue
-        order: list[Any] = []
-        consts: set[str] = set()
-        stack, seen, ok = [floor.input[0]], set(), True
-        while stack and ok:
-            name = stack.pop()
-            if not name or name in seen:
-                continue
-            seen.add(name)
-            if name in inits:
-                consts.add(name)
-                continue
-            node = producer.get(name)
-            if node is None:
-                ok = False
-            elif node.op_type == "Shape":
-                continue
-            elif node.op_type not in scalar_ops:
-                ok = False
-            else:
-                order.append(node)
-                if node.op_type not in ("Squeeze", "Unsqueeze", "Reshape"):
-                    stack.extend(node.input)
-                else:
-                    stack.append(node.input[0])
-        if not ok:
+        found = _scalar_ancestry(floor.input[0], producer, inits)
+        if found is None:
             continue
-        rename = {}
-        copies = []
-        for node in reversed(order):  # producers before consumers
-            if node.op_type in ("Squeeze", "Unsqueeze", "Reshape"):
-                continue  # integer shape plumbing before the first Cast: shared as is
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.name = node.name + "_f64"
-            del copy.output[:]
-            copy.output.extend([o + "_f64" for o in node.output])
-            for o in node.output:
-                rename[o] = o + "_f64"
-            for a in copy.attribute:
-                if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
-                    a.i = TensorProto.DOUBLE
-                if node.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype("float64")))
-            copies.append(copy)
-        for name in consts:
-            t = inits[name]
-            if t.data_type == TensorProto.FLOAT and name + "_f64" not in inits:
-                t64 = numpy_helper.from_array(numpy_helper.to_array(t).astype("float64"), name + "_f64")
-                graph.initializer.append(t64)
-                inits[t64.name] = t64
-            if t.data_type == TensorProto.FLOAT:
-                rename[name] = name + "_f64"
-        for copy in copies:
-            for i, name in enumerate(copy.input):
-                copy.input[i] = rename.get(name, name)
+        copies, rename = _float64_copies(*found, graph, inits)
         floor.input[0] = rename.get(floor.input[0], floor.input[0])
         new_nodes.extend((floor, c) for c in copies)
         rewired += 1
-    if new_nodes:
-        nodes = list(graph.node)
-        for anchor, copy in new_nodes:
-            nodes.insert(nodes.index(anchor), copy)
-        del graph.node[:]
-        graph.node.extend(nodes)
-        floors = {n.output[0] for n in graph.node if n.op_type == "Floor"}
-        keep = [vi for vi in graph.value_info if vi.name not in floors]
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
-    # Duplicated copies (two Floors sharing an ancestor) are dropped: first one wins.
-    seen_out: set[str] = set()
-    unique = []
-    for node in graph.node:
-        if node.output and node.output[0] in seen_out:
-            continue
-        seen_out.update(node.output)
-        unique.append(node)
-    del graph.node[:]
-    graph.node.extend(unique)
+    _splice(graph, new_nodes)
     onnx.checker.check_model(proto)
     return rewired
+
+
+def _check_export_args(fn: str, model: object, opset_version: object, example_size: object) -> RetinaNet:
+    from focal_detect.models.retinanet import RetinaNet
+
+    if not isinstance(model, RetinaNet):
+        raise TypeError(f"{fn}: model must be a RetinaNet, got {type(model).__name__}")
+    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or opset_version < 17:
+        raise ValueError(f"{fn}: opset_version must be an int >= 17, got {opset_version!r}")
+    if example_size is not None and (
+        not isinstance(example_size, (tuple, list))
+        or len(example_size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in example_size)
+    ):
+        raise ValueError(f"{fn}: example_size must be a pair of ints >= 2, got {example_size!r}")
+    return model
+
+
+def _trace(fn: str, wrapper: RetinaNetInference, example: Tensor, opset_version: int) -> Any:
+    """The ONNX ``ModelProto`` of ``wrapper`` with dynamic batch, height and width."""
+    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
+    nms = _nms_op()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=list(ONNX_INPUT_NAMES),
+            output_names=list(ONNX_OUTPUT_NAMES),
+            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+            opset_version=opset_version,
+            custom_translation_table={nms: _onnx_nms_translation()},
+            verbose=False,
+        )
+    if program is None:  # pragma: no cover (only without dynamo=True)
+        raise RuntimeError(f"{fn}: torch.onnx.export returned no program")
+    return program.model_proto
 
 
 def export_onnx(
@@ -486,7 +558,7 @@ def export_onnx(
 
         >>> import tempfile, os, numpy as np
         >>> from focal_detect.models import RetinaNet, RetinaNetConfig
-        >>> model = RetinaNet(RetinaNetConfig.tiny(num_classes=2)).eval()
+        >>> model = RetinaNet(RetinaNetConfig.preset("tiny", 2)).eval()
         >>> path = export_onnx(model, os.path.join(tempfile.mkdtemp(), "m.onnx"))  # doctest: +SKIP
         >>> import onnxruntime  # doctest: +SKIP
         >>> sess = onnxruntime.InferenceSession(path)  # doctest: +SKIP
@@ -496,18 +568,8 @@ def export_onnx(
         >>> ONNX_OUTPUT_NAMES
         ('boxes', 'scores', 'labels', 'num_detections')
     """
-    from focal_detect.models.retinanet import RetinaNet
-
     fn = "export_onnx"
-    if not isinstance(model, RetinaNet):
-        raise TypeError(f"{fn}: model must be a RetinaNet, got {type(model).__name__}")
-    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or opset_version < 17:
-        raise ValueError(f"{fn}: opset_version must be an int >= 17, got {opset_version!r}")
-    if example_size is not None and (
-        len(example_size) != 2
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in example_size)
-    ):
-        raise ValueError(f"{fn}: example_size must be a pair of ints >= 2, got {example_size!r}")
+    model = _check_export_args(fn, model, opset_version, example_size)
     try:
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
@@ -519,28 +581,12 @@ def export_onnx(
     import copy
 
     wrapper = RetinaNetInference(copy.deepcopy(model).float().cpu().eval()).eval()
-    d = model.config.size_divisible
+    d = model.config.transform.size_divisible
     if example_size is None:
         example_size = (d + d // 2 + 3, 2 * d + 5)
     example = torch.rand(2, 3, *example_size)
-    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-    nms = _nms_op()
-    with torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            input_names=list(ONNX_INPUT_NAMES),
-            output_names=list(ONNX_OUTPUT_NAMES),
-            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
-            opset_version=opset_version,
-            custom_translation_table={nms: _onnx_nms_translation()},
-            verbose=False,
-        )
-    if program is None:  # pragma: no cover (only without dynamo=True)
-        raise RuntimeError(f"{fn}: torch.onnx.export returned no program")
-    proto = program.model_proto
-    if model.config.min_size is not None and _promote_size_arithmetic(proto) != 2:
+    proto = _trace(fn, wrapper, example, opset_version)
+    if model.config.transform.min_size is not None and _promote_size_arithmetic(proto) != 2:
         raise RuntimeError(f"{fn}: internal error: the resize-size arithmetic was not found in the graph")
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()

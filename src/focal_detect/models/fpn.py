@@ -75,7 +75,8 @@ class FPN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Return ``[P3, P4, P5, P6, P7]`` for ``features = [C3, C4, C5]``.
