@@ -11,11 +11,11 @@ Which focal loss to use:
 * the fast route for repeated calls of one shape: :func:`compiled_sigmoid_focal_loss`
   (:func:`torch.compile` of the dense loss).
 
-Package layout: :mod:`~focal_detect.losses.focal` (the focal family's API),
+Package layout: ``focal`` (the focal family's API),
 ``_reference`` (the formulas and their numerics), ``_fused`` (the analytic kernels and
 the choice between chunked CPU passes and one whole-tensor pass on accelerators),
-``_autograd`` (the saved-gradient backward), :mod:`~focal_detect.losses.box` (box
-losses) and :mod:`~focal_detect.losses.normalizer` (the foreground normaliser). The
+``_autograd`` (the saved-gradient backward), ``box`` (box
+losses) and ``normalizer`` (the foreground normaliser). The
 losses own no threads and change no process-wide setting.
 
 The eager focal losses have an analytic backward: the gradient is computed in the

@@ -1,6 +1,6 @@
 r"""Fused analytic kernels of the focal losses: loss and gradient in one forward pass.
 
-Each kernel evaluates the closed forms of :mod:`focal_detect.losses._reference` with
+Each kernel evaluates the closed forms of ``focal_detect.losses._reference`` with
 in-place ops on preallocated work buffers, and writes the gradient of the summed loss
 while it computes the loss. How much of the tensor one pass covers is decided by
 :func:`pass_elements`, a pure function of the device type, the size and the thread

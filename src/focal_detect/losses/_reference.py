@@ -1,6 +1,6 @@
 r"""Reference formulas of the focal losses: plain, differentiable tensor expressions.
 
-They define the numbers the fused kernels (:mod:`focal_detect.losses._fused`) must
+They define the numbers the fused kernels (``focal_detect.losses._fused``) must
 reproduce. They are used under :func:`torch.compile` (inductor fuses each into one
 kernel), when a target or weight requires a gradient, for a second derivative
 (``create_graph=True``), and by the tests as the reference.

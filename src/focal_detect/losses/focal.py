@@ -9,8 +9,8 @@ r"""The focal-loss family of RetinaNet (Lin et al. 2017, arXiv:1708.02002): publ
 * :func:`compiled_sigmoid_focal_loss` - the dense loss under :func:`torch.compile`.
 
 The eager functions have an analytic backward: the gradient is computed during the
-forward pass by the fused kernels of :mod:`focal_detect.losses._fused`, from the closed
-forms written down (with their numerics) in :mod:`focal_detect.losses._reference`. Half
+forward pass by the fused kernels of ``focal_detect.losses._fused``, from the closed
+forms written down (with their numerics) in ``focal_detect.losses._reference``. Half
 precision inputs are computed in float32 and returned in the input dtype (float32 under
 :func:`torch.autocast`, like PyTorch's own losses); loss and gradient are finite for
 any finite logit (tested up to :math:`|x| = 10^4`).
