@@ -241,7 +241,7 @@ def test_chunk_boundaries_do_not_change_results(monkeypatch: pytest.MonkeyPatch)
     ref = sigmoid_focal_loss(x, t)
     xr = x.clone().requires_grad_(True)
     sigmoid_focal_loss(xr, t, reduction="sum").backward()
-    monkeypatch.setattr(_fused, "pass_elements", lambda device_type, numel, threads: 97)
+    monkeypatch.setattr(_fused, "pass_elements", lambda device_type, numel: 97)
     xs = x.clone().requires_grad_(True)
     out = sigmoid_focal_loss(xs, t)
     out.sum().backward()
@@ -411,20 +411,15 @@ def test_torch_compile_matches_eager() -> None:
 
 def test_pass_plan_whole_tensor_on_accelerators_chunks_on_cpu() -> None:
     n = 240_000 * 80
-    per_thread = _fused.CHUNK_ELEMENTS_PER_THREAD
     # Accelerators: one whole-tensor pass (no chunk loop of small kernel launches).
     for device_type in ("cuda", "xpu", "mps", "meta"):
-        assert _fused.pass_elements(device_type, n, 1) == n
-        assert _fused.pass_elements(device_type, n, 8) == n
-    # CPU: cache-sized chunks, one share per intra-op thread, bounded.
-    assert _fused.pass_elements("cpu", n, 1) == per_thread
-    assert _fused.pass_elements("cpu", n, 2) == 2 * per_thread
-    assert _fused.pass_elements("cpu", n, 64) == _fused.MAX_CPU_CHUNK_ELEMENTS < n
-    assert _fused.pass_elements("cpu", n, 0) == per_thread  # a bad count is not 0 elements
+        assert _fused.pass_elements(device_type, n) == n
+    # CPU: cache-sized chunks.
+    assert _fused.pass_elements("cpu", n) == _fused.CHUNK_ELEMENTS < n
     # Small tensors: one pass whatever the device; an empty one still gets a size.
-    assert _fused.pass_elements("cpu", 1000, 2) == 1000
-    assert _fused.pass_elements("cpu", 0, 1) == 1
-    assert _fused.pass_elements("cuda", 0, 1) == 1
+    assert _fused.pass_elements("cpu", 1000) == 1000
+    assert _fused.pass_elements("cpu", 0) == 1
+    assert _fused.pass_elements("cuda", 0) == 1
 
 
 def test_whole_tensor_pass_matches_cpu_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -442,7 +437,7 @@ def test_whole_tensor_pass_matches_cpu_chunks(monkeypatch: pytest.MonkeyPatch) -
 
     def run(plan):
         monkeypatch.setattr(
-            _fused, "pass_elements", lambda device_type, numel, threads: calls.append(numel) or plan(numel)
+            _fused, "pass_elements", lambda device_type, numel: calls.append(numel) or plan(numel)
         )
         out = []
         for red in ("none", "sum", "mean"):

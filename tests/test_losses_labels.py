@@ -97,7 +97,7 @@ def test_chunked_rows_match_single_chunk(monkeypatch: pytest.MonkeyPatch) -> Non
     a = x.clone().requires_grad_(True)
     ref = sigmoid_focal_loss_from_labels(a, labels, w, reduction="sum")
     ref.backward()
-    monkeypatch.setattr(_fused, "pass_elements", lambda device_type, numel, threads: 20)  # 2 rows per pass
+    monkeypatch.setattr(_fused, "pass_elements", lambda device_type, numel: 20)  # 2 rows per pass
     b = x.clone().requires_grad_(True)
     out = sigmoid_focal_loss_from_labels(b, labels, w, reduction="sum")
     out.backward()

@@ -8,13 +8,12 @@ count:
 
 * accelerators (``device.type != "cpu"``): one whole-tensor pass, i.e. each op is a
   single kernel launch over all elements (no chunk loop of tiny launches);
-* CPU: cache-sized chunks, :data:`CHUNK_ELEMENTS_PER_THREAD` per intra-op thread, at
-  most :data:`MAX_CPU_CHUNK_ELEMENTS`. On CPU the cost is memory traffic, not
-  arithmetic: chunks keep the ~20 work buffers' traffic in cache, and scaling the chunk
-  with ``torch.get_num_threads()`` keeps each thread's share the same while halving the
-  number of parallel regions (each a fork/join of the OpenMP team) per element at two
-  threads. The library owns no threads: PyTorch's intra-op threads, as the caller set
-  them, do the work.
+* CPU: cache-sized chunks of :data:`CHUNK_ELEMENTS`. On CPU the cost is memory
+  traffic, not arithmetic: chunks keep the ~20 work-buffer passes in cache. The same
+  size was fastest at one and at two intra-op threads (2**18 to 2**20 measured at two
+  threads: larger chunks were slower), so the thread count does not enter the choice.
+  The library owns no threads: PyTorch's intra-op threads, as the caller set them, do
+  the work (two threads ran the chunks ~2x faster than one on a quiet 2-core machine).
 
 The kernels are documented numeric kernels: long, flat sequences of in-place ops, each
 line commented with the quantity it forms.
@@ -29,44 +28,35 @@ from torch import Tensor
 
 from focal_detect.losses._reference import compute_dtype, positive_terms
 
-#: Elements per chunk and intra-op thread on CPU. Each eager op costs a few
-#: microseconds of dispatch, so chunks must amortise ~25 ops, yet the five float32
-#: work buffers (1 MiB each at 2**18) must stay in cache (L2/L3). 2**18 was fastest on
-#: the project's 2-core machine at one thread (2**16 to 2**21 measured).
-CHUNK_ELEMENTS_PER_THREAD = 1 << 18
-
-#: Upper bound of a CPU chunk: five float32 work buffers of 4 MiB (20 MiB) stay within
-#: a typical L3 cache and within the memory budget of the chunked path.
-MAX_CPU_CHUNK_ELEMENTS = 1 << 20
+#: Elements per chunk on CPU. Each eager op costs a few microseconds of dispatch, so
+#: chunks must amortise ~25 ops, yet the six float32 work buffers (1 MiB each at 2**18)
+#: must stay in cache (L2/L3). 2**18 was fastest on the project's 2-core machine at one
+#: and at two threads (2**16 to 2**21 measured).
+CHUNK_ELEMENTS = 1 << 18
 
 #: An elementwise kernel ``kernel(x, t, work, loss_out, grad_out) -> loss chunk``.
 Kernel = Callable[[Tensor, Tensor, list[Tensor], "Tensor | None", "Tensor | None"], Tensor]
 
 
-def pass_elements(device_type: str, numel: int, threads: int) -> int:
+def pass_elements(device_type: str, numel: int) -> int:
     """Elements one pass of a fused kernel covers; ``numel`` means one whole-tensor pass.
 
     Args:
         device_type: ``tensor.device.type`` (``"cpu"``, ``"cuda"``, ``"meta"``, ...).
         numel: Elements of the logits.
-        threads: ``torch.get_num_threads()`` (intra-op threads).
 
     Returns:
-        ``numel`` (at least 1) on accelerators; on CPU
-        ``min(numel, CHUNK_ELEMENTS_PER_THREAD * threads, MAX_CPU_CHUNK_ELEMENTS)``.
+        ``max(numel, 1)`` on accelerators (one pass, no chunk loop of small kernel
+        launches); ``min(max(numel, 1), CHUNK_ELEMENTS)`` on CPU.
 
     Example:
-        >>> pass_elements("cuda", 19_200_000, 1)
+        >>> pass_elements("cuda", 19_200_000)
         19200000
-        >>> pass_elements("cpu", 19_200_000, 1), pass_elements("cpu", 19_200_000, 2)
-        (262144, 524288)
-        >>> pass_elements("cpu", 1000, 2)
-        1000
+        >>> pass_elements("cpu", 19_200_000), pass_elements("cpu", 1000)
+        (262144, 1000)
     """
     n = max(numel, 1)
-    if device_type != "cpu":
-        return n
-    return min(n, CHUNK_ELEMENTS_PER_THREAD * max(threads, 1), MAX_CPU_CHUNK_ELEMENTS)
+    return n if device_type != "cpu" else min(n, CHUNK_ELEMENTS)
 
 
 def _buffers(n: int, count: int, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
@@ -117,9 +107,11 @@ def dense_kernel(
 ) -> Tensor:
     """Focal loss (and its gradient) of one pass; returns the loss (``loss_out`` or a buffer).
 
-    Five work buffers; 26 ops with a gradient (the derivation is in ``_reference``).
+    Six work buffers; 27 ops with a gradient (the derivation is in ``_reference``). The
+    gradient is formed in a work buffer and written to ``grad_out`` once: its memory is
+    usually fresh (page faults), so a second pass over it costs more than the extra buffer.
     """
-    p, omp, e, d, c = w
+    p, omp, e, d, c, u = w
     _logistic_parts(x, p, omp, e, d, c)
     # C = (max(x, 0) - t x) + L: the bracket is exactly 0 for t = 1, x > 0.
     torch.clamp(x, min=0.0, out=d)
@@ -129,12 +121,12 @@ def dense_kernel(
     torch.lerp(p, omp, t, out=e)
     if grad_out is not None:
         # p - t = q - 2 (1 - p) t: exact for t in {0, 1}, no cancellation against 1
-        torch.addcmul(e, omp, t, value=-2.0, out=grad_out)
+        torch.addcmul(e, omp, t, value=-2.0, out=u)
         e.clamp_min_(torch.finfo(e.dtype).tiny)
         # inner = g (1 - 2t) r C + (p - t),  r = p (1 - p) / q
         torch.mul(p, omp, out=d)
         d.div_(e).mul_(c)
-        grad_out.add_(d, alpha=gamma).addcmul_(d, t, value=-2.0 * gamma)
+        u.add_(d, alpha=gamma).addcmul_(d, t, value=-2.0 * gamma)
     else:
         e.clamp_min_(torch.finfo(e.dtype).tiny)
     q = _pow_(e, gamma)
@@ -144,7 +136,7 @@ def dense_kernel(
         d.add_(1.0 - alpha)
         q.mul_(d)
     if grad_out is not None:
-        grad_out.mul_(q)
+        torch.mul(q, u, out=grad_out)
     if loss_out is None:
         return c.mul_(q)
     return torch.mul(q, c, out=loss_out)
@@ -161,15 +153,15 @@ def negative_kernel(
     """Target-0 loss/gradient of an ``(R, K)`` pass times a per-row factor ``(R, 1)``.
 
     For ``t = 0``: loss ``= f p^g C0``, ``C0 = max(x, 0) + L = -log(1 - p)`` and
-    gradient ``= f p^g (g (1 - p) C0 + p)``; ``f`` includes ``1 - alpha``. Five work
-    buffers; 18 ops with a gradient.
+    gradient ``= f p^g (g (1 - p) C0 + p)``; ``f`` includes ``1 - alpha``. Six work
+    buffers; 18 ops with a gradient; ``grad_out`` is written once (see :func:`dense_kernel`).
     """
-    p, omp, e, d, c = w
+    p, omp, e, d, c, u = w
     _logistic_parts(x, p, omp, e, d, c)
     torch.clamp(x, min=0.0, out=d)
     c.add_(d)  # C0 = -log(1 - p)
     if grad_out is not None:
-        torch.addcmul(p, omp, c, value=gamma, out=grad_out)
+        torch.addcmul(p, omp, c, value=gamma, out=u)
     if gamma == 0.0:
         q = e.fill_(1.0)
     elif gamma == 1.0:
@@ -180,7 +172,7 @@ def negative_kernel(
         q = torch.pow(p, gamma, out=e)
     q.mul_(row_factor)
     if grad_out is not None:
-        grad_out.mul_(q)
+        torch.mul(q, u, out=grad_out)
     torch.mul(q, c, out=loss_out)
 
 
@@ -246,7 +238,7 @@ def run_elementwise(
     x_all = inputs.detach().reshape(-1)
     t_all = targets.detach().reshape(-1)
     n = x_all.numel()
-    chunk = pass_elements(dev.type, n, torch.get_num_threads())
+    chunk = pass_elements(dev.type, n)
     grad = torch.empty(n, dtype=cd, device=dev) if want_grad else None
     loss = torch.empty(n, dtype=cd, device=dev) if reduction == "none" else None
     work = _buffers(min(chunk, n), nbuf, cd, dev)
@@ -301,9 +293,9 @@ def run_labels(
     idx = lab.clamp(min=0).unsqueeze(1)  # (A, 1): the foreground column (0 elsewhere)
     neg_factor = factor if alpha is None else factor * (1.0 - alpha)
     neg_factor = neg_factor.unsqueeze(1)
-    rows = max(1, pass_elements(dev.type, A * K, torch.get_num_threads()) // K)
+    rows = max(1, pass_elements(dev.type, A * K) // K)
     rows = min(rows, A)
-    work = [b.view(rows, K) for b in _buffers(rows * K, 5, cd, dev)]
+    work = [b.view(rows, K) for b in _buffers(rows * K, 6, cd, dev)]
     xbuf = torch.empty(rows, K, dtype=cd, device=dev) if x_all.dtype != cd else None
     lbuf = None if loss is not None else torch.empty(rows, K, dtype=cd, device=dev)
     partial = []

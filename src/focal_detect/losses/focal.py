@@ -233,7 +233,7 @@ def sigmoid_focal_loss(
         return _fused.dense_kernel(x, t, a, g, w, lo, go)
 
     with no_autocast(inputs.device):
-        loss, grad = _fused.run_elementwise(kernel, inputs, targets, reduction, wants_grad(inputs), nbuf=5)
+        loss, grad = _fused.run_elementwise(kernel, inputs, targets, reduction, wants_grad(inputs), nbuf=6)
         recompute = weak_recompute(formula, targets)
         return attach_saved_grad(inputs, loss, grad, reduction, inputs.numel(), rd, recompute)
 
