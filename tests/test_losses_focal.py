@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focal_detect.losses import SigmoidFocalLoss, compiled_sigmoid_focal_loss, sigmoid_focal_loss
+from focal_detect.losses import SigmoidFocalLoss, _fused, compiled_sigmoid_focal_loss, sigmoid_focal_loss
 
 GOLDENS = json.loads((Path(__file__).parent / "data" / "focal_goldens.json").read_text())
 
@@ -43,7 +43,10 @@ def analytic_grad(x: torch.Tensor, t: torch.Tensor, **kw) -> torch.Tensor:
     xx = x.clone().requires_grad_(True)
     loss = sigmoid_focal_loss(xx, t, reduction="sum", **kw)
     # The gradient must come from our autograd.Function, not from a formula's graph.
-    assert "SavedGradFn" in type(loss.grad_fn).__name__
+    # One autograd node between the loss and the logits: the saved analytic gradient,
+    # not the graph of a formula.
+    leaves = [getattr(f, "variable", None) for f, _ in loss.grad_fn.next_functions if f is not None]
+    assert len(leaves) == 1 and leaves[0] is xx
     loss.backward()
     return xx.grad
 
@@ -95,6 +98,54 @@ def test_module_wrapper_stores_hyper_parameters() -> None:
     assert "gamma=1.0" in repr(mod)
     torch.testing.assert_close(mod(x, t), sigmoid_focal_loss(x, t, 0.5, 1.0, "sum"))
     assert not torch.allclose(mod(x, t), sigmoid_focal_loss(x, t, reduction="sum"))
+
+
+def test_module_takes_class_indices_as_the_labels_function() -> None:
+    from focal_detect.constants import BACKGROUND, IGNORE
+    from focal_detect.losses import sigmoid_focal_loss_from_labels
+
+    x = torch.randn(2, 6, 4) * 3
+    labels = torch.tensor([[0, 3, BACKGROUND, IGNORE, 1, 2], [BACKGROUND] * 5 + [3]])
+    w = torch.rand(2, 6)
+    for red in ("none", "sum", "mean"):
+        mod = SigmoidFocalLoss(alpha=0.4, gamma=1.5, reduction=red)
+        a = x.clone().requires_grad_(True)
+        b = x.clone().requires_grad_(True)
+        got = mod(a, labels, w)
+        want = sigmoid_focal_loss_from_labels(b, labels, w, 0.4, 1.5, red)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        got.sum().backward()
+        want.sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    # The same anchors as dense one-hot targets (ignored rows dropped) give the same sum.
+    onehot = torch.nn.functional.one_hot(labels.clamp(min=0), 4).float() * (labels >= 0).unsqueeze(-1)
+    keep = labels != IGNORE
+    mod = SigmoidFocalLoss(reduction="sum")
+    torch.testing.assert_close(mod(x[keep], onehot[keep]), mod(x, labels), rtol=1e-6, atol=0)
+    for dtype in (torch.int32, torch.uint8):
+        small = labels.clamp(min=0).to(dtype)
+        torch.testing.assert_close(mod(x, small), mod(x, small.long()))
+
+
+def test_module_rejects_targets_of_neither_form_naming_them() -> None:
+    mod = SigmoidFocalLoss()
+    x = torch.zeros(3, 4)
+    with pytest.raises(TypeError, match="SigmoidFocalLoss: targets of shape inputs.shape.*integer tensor"):
+        mod(x, torch.zeros(3))  # float class indices
+    with pytest.raises(TypeError, match="SigmoidFocalLoss: targets of shape"):
+        mod(x, torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"SigmoidFocalLoss: targets must have the shape of inputs \(3, 4\)"):
+        mod(x, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="got \\(4,\\)"):
+        mod(x, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="SigmoidFocalLoss: weights must be None for dense targets"):
+        mod(x, torch.zeros(3, 4), torch.ones(3))
+    with pytest.raises(TypeError, match="SigmoidFocalLoss: targets must be a torch.Tensor"):
+        mod(x, [0, 1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="labels must be in"):
+        mod(x, torch.tensor([0, 4, 1]))  # the class-index checks still apply
+    with pytest.raises(ValueError, match="SigmoidFocalLoss: gamma must be"):
+        SigmoidFocalLoss(gamma=-1.0)
 
 
 # ----------------------------------------------------------------- Appendix B
@@ -185,14 +236,12 @@ def test_targets_requiring_grad_get_a_gradient() -> None:
 
 
 def test_chunk_boundaries_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    import focal_detect.losses as L
-
     x = torch.randn(1000) * 4
     t = (torch.rand(1000) < 0.1).float()
     ref = sigmoid_focal_loss(x, t)
     xr = x.clone().requires_grad_(True)
     sigmoid_focal_loss(xr, t, reduction="sum").backward()
-    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 97)
+    monkeypatch.setattr(_fused, "pass_elements", lambda device_type, numel: 97)
     xs = x.clone().requires_grad_(True)
     out = sigmoid_focal_loss(xs, t)
     out.sum().backward()
@@ -357,63 +406,80 @@ def test_torch_compile_matches_eager() -> None:
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
 
 
-# ----------------------------------------------------------------- worker threads
+# ----------------------------------------------------------------- passes and threads
 
 
-def test_chunks_shared_among_worker_threads_match_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
-    import focal_detect.losses as L
-    from focal_detect.losses import sigmoid_focal_loss_from_labels
+def test_pass_plan_whole_tensor_on_accelerators_chunks_on_cpu() -> None:
+    n = 240_000 * 80
+    # Accelerators: one whole-tensor pass (no chunk loop of small kernel launches).
+    for device_type in ("cuda", "xpu", "mps", "meta"):
+        assert _fused.pass_elements(device_type, n) == n
+    # CPU: cache-sized chunks.
+    assert _fused.pass_elements("cpu", n) == _fused.CHUNK_ELEMENTS < n
+    # Small tensors: one pass whatever the device; an empty one still gets a size.
+    assert _fused.pass_elements("cpu", 1000) == 1000
+    assert _fused.pass_elements("cpu", 0) == 1
+    assert _fused.pass_elements("cuda", 0) == 1
 
-    threads_before = torch.get_num_threads()
+
+def test_whole_tensor_pass_matches_cpu_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The accelerator path (one pass over everything) run on CPU against small chunks.
+    from focal_detect.losses import sigmoid_focal_loss_from_labels, sigmoid_focal_loss_star
+
     g = torch.Generator().manual_seed(5)
     x = torch.randn(300, 7, generator=g) * 4
+    x[0, :4] = torch.tensor([-1e4, 1e4, -80.0, 80.0])
     t = (torch.rand(300, 7, generator=g) < 0.1).float()
+    t[1] = torch.rand(7, generator=g)
     labels = torch.randint(-2, 7, (300,), generator=g)
-    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 64)
+    weights = torch.rand(300, generator=g)
+    calls = []
 
-    def run():
-        a = x.clone().requires_grad_(True)
-        out = sigmoid_focal_loss(a, t.half(), reduction="none")
-        out.sum().backward()
-        b = x.clone().requires_grad_(True)
-        lab = sigmoid_focal_loss_from_labels(b, labels, reduction="sum")
-        lab.backward()
+    def run(plan):
+        monkeypatch.setattr(
+            _fused, "pass_elements", lambda device_type, numel: calls.append(numel) or plan(numel)
+        )
+        out = []
+        for red in ("none", "sum", "mean"):
+            a = x.clone().requires_grad_(True)
+            loss = sigmoid_focal_loss(a, t.half(), reduction=red)
+            loss.sum().backward()
+            b = x.clone().requires_grad_(True)
+            lab = sigmoid_focal_loss_from_labels(b, labels, weights, reduction=red)
+            lab.sum().backward()
+            c = x.clone().requires_grad_(True)
+            star = sigmoid_focal_loss_star(c, t, reduction=red)
+            star.sum().backward()
+            out += [loss.detach(), a.grad, lab.detach(), b.grad, star.detach(), c.grad]
         with torch.inference_mode():
-            inf = sigmoid_focal_loss(x, t, reduction="sum")
-        return out.detach(), a.grad, lab.detach(), b.grad, inf
+            out.append(sigmoid_focal_loss(x, t, reduction="sum"))
+        return out
 
-    monkeypatch.setattr(L, "_pool_size", lambda: 1)
-    seq = run()
-    monkeypatch.setattr(L, "_pool_size", lambda: 3)
-    par = run()
-    for s_, p_ in zip(seq, par):
-        torch.testing.assert_close(p_, s_, rtol=1e-6, atol=0)
-    assert torch.get_num_threads() == threads_before  # the caller's setting is untouched
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
-def test_worker_threads_survive_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    import multiprocessing as mp
-
-    import focal_detect.losses as L
-
-    monkeypatch.setattr(L, "CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(L, "_pool_size", lambda: 2)
-    x = torch.randn(50, 9)
-    t = (torch.rand(50, 9) < 0.2).float()
-    expected = sigmoid_focal_loss(x, t, reduction="sum").item()  # creates the pool here
-    ctx = mp.get_context("fork")
-    with ctx.Pool(1) as pool:  # would hang if the child reused the parent's dead workers
-        got = pool.apply_async(_loss_in_child, (x, t)).get(timeout=20)
-    assert got == pytest.approx(expected, rel=1e-6)
+    whole = run(lambda numel: numel)
+    chunked = run(lambda numel: 64)
+    assert calls and set(calls) == {x.numel()}
+    for w, c in zip(whole, chunked):
+        assert torch.isfinite(w).all()
+        torch.testing.assert_close(c, w, rtol=1e-6, atol=1e-30)
 
 
-def _loss_in_child(x: torch.Tensor, t: torch.Tensor) -> float:
-    import focal_detect.losses as L
+def test_losses_own_no_threads_and_keep_the_thread_setting() -> None:
+    import threading
 
-    L.CHUNK_ELEMENTS = 64
-    L._pool_size = lambda: 2
-    return sigmoid_focal_loss(x, t, reduction="sum").item()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        workers = threading.active_count()
+        x = (torch.randn(2000, 300) - 4).requires_grad_(True)
+        t = (torch.rand(2000, 300) < 0.01).float()
+        sigmoid_focal_loss(x, t, reduction="sum").backward()
+        from focal_detect.losses import sigmoid_focal_loss_from_labels
+
+        sigmoid_focal_loss_from_labels(x, torch.randint(-2, 300, (2000,)), reduction="sum").backward()
+        assert threading.active_count() == workers  # 0.1.0 started a pool of worker threads
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_device_agnostic_meta_tensors_give_shapes() -> None:
