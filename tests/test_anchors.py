@@ -214,7 +214,9 @@ def test_hand_made_anchors_with_a_wrong_layout_are_rejected() -> None:
         Anchors(anchors.boxes[:, :3], lv)
     moved = anchors.boxes.clone()
     moved[120, 0] += 2**-10  # one coordinate of level 1, off by a fraction of a pixel
-    with pytest.raises(ValueError, match="levels must reproduce boxes bit for bit, got a mismatch at level 1"):
+    with pytest.raises(
+        ValueError, match="levels must reproduce boxes bit for bit, got a mismatch at level 1"
+    ):
         Anchors(moved, lv)
 
 

@@ -75,7 +75,13 @@ convention), :mod:`~focal_detect.anchors.layout` (:class:`Anchors`, :class:`Anch
 """
 
 from focal_detect.anchors.conventions import CONVENTIONS
-from focal_detect.anchors.generator import CACHE_SIZE, AnchorGenerator
+from focal_detect.anchors.generator import CACHE_SIZE as CACHE_SIZE  # documented in AnchorGenerator
+from focal_detect.anchors.generator import AnchorGenerator
 from focal_detect.anchors.layout import AnchorLevel, Anchors
 
-__all__ = ["AnchorGenerator", "AnchorLevel", "Anchors", "CONVENTIONS", "CACHE_SIZE"]
+__all__ = ["AnchorGenerator", "AnchorLevel", "Anchors", "CONVENTIONS"]
+
+# The public classes live in submodules; they are documented (and cross-referenced) here.
+for _obj in (AnchorGenerator, AnchorLevel, Anchors):
+    _obj.__module__ = __name__
+del _obj

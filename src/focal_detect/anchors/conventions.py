@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["CONVENTIONS", "DEFAULT_OFFSET", "DEFAULT_ORDER", "ORDERS", "CELLS", "grid_shift"]
+__all__ = ["CONVENTIONS"]
 
 #: Names accepted by ``AnchorGenerator(convention=...)``.
 CONVENTIONS: tuple[str, ...] = (

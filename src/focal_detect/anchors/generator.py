@@ -21,7 +21,7 @@ from focal_detect.anchors.conventions import (
 )
 from focal_detect.anchors.layout import AnchorLevel, Anchors, level_boxes, trusted_anchors
 
-__all__ = ["AnchorGenerator", "CACHE_SIZE"]
+__all__ = ["AnchorGenerator"]
 
 #: Number of distinct feature-size keys kept per generator (oldest evicted first). Training
 #: with padded batches sees a handful of sizes; a bound keeps multi-scale runs in check.

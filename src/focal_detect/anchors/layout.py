@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorLevel", "Anchors", "level_boxes"]
+__all__ = ["AnchorLevel", "Anchors"]
 
 
 @dataclass(frozen=True, eq=False)

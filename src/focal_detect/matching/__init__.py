@@ -68,13 +68,7 @@ Semantics (documented choices):
   ``tests/test_bad_input.py``; see also the conventions page, "Bad input".)
 """
 
-from focal_detect.matching.assign import (
-    CROWD_IOA_THRESHOLD,
-    AnchorAssigner,
-    AnchorAssignment,
-    BoxEncoder,
-    assign_anchors,
-)
+from focal_detect.matching.assign import CROWD_IOA_THRESHOLD, AnchorAssigner, AnchorAssignment, assign_anchors
 from focal_detect.matching.matrix import Matcher, match_anchors
 from focal_detect.matching.rules import LOW_QUALITY_MODES
 
@@ -86,5 +80,9 @@ __all__ = [
     "AnchorAssignment",
     "assign_anchors",
     "AnchorAssigner",
-    "BoxEncoder",
 ]
+
+# The public names live in submodules; they are documented (and cross-referenced) here.
+for _obj in (match_anchors, Matcher, AnchorAssignment, assign_anchors, AnchorAssigner):
+    _obj.__module__ = __name__
+del _obj

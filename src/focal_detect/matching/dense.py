@@ -24,7 +24,7 @@ from focal_detect.constants import BACKGROUND
 from focal_detect.matching.pairs import Workspace, ioa_pairs, iou_grid_into, iou_pairs, pair_bytes
 from focal_detect.matching.rules import MatchRules, claiming_boxes, decide_matches
 
-__all__ = ["Batch", "Plan", "plan_dense", "dense_codes"]
+__all__ = []
 
 # Bytes per anchor of the batch-wide arrays alive while the images are evaluated and
 # decided: best IoU and crowd IoA (floats), arg-max (int64), and decide_matches' codes,

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["iou_pairs", "ioa_pairs", "iou_into", "iou_grid_into", "Workspace", "pair_bytes"]
+__all__ = []
 
 
 def iou_pairs(a: Tensor, b: Tensor) -> Tensor:

@@ -19,14 +19,7 @@ from torch import Tensor
 from focal_detect._checks import check_choice, check_number
 from focal_detect.constants import BACKGROUND, IGNORE
 
-__all__ = [
-    "LOW_QUALITY_MODES",
-    "MatchRules",
-    "check_rules",
-    "claiming_boxes",
-    "decide_matches",
-    "ExactArgmax",
-]
+__all__ = ["LOW_QUALITY_MODES", "MatchRules", "decide_matches", "ExactArgmax"]
 
 #: Low-quality matching flavours: ``"torchvision"`` (= detectron2) and ``"mmdetection"``.
 LOW_QUALITY_MODES = ("torchvision", "mmdetection")

@@ -25,7 +25,7 @@ from focal_detect.matching.dense import Batch
 from focal_detect.matching.pairs import ioa_pairs, iou_pairs
 from focal_detect.matching.rules import MatchRules, decide_matches
 
-__all__ = ["Grid", "probe_iou", "windowed_codes"]
+__all__ = []
 
 # Planned bytes per candidate (box, anchor) pair while the candidates of one group are
 # evaluated: a dozen int64 / float temporaries per pair.
