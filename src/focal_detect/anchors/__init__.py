@@ -69,10 +69,11 @@ overrides it. A generator call returns an :class:`Anchors` value: the ``(N, 4)``
 their level layout (:class:`AnchorLevel` per level), which
 :func:`~focal_detect.matching.assign_anchors` takes directly.
 
-Package map: :mod:`~focal_detect.anchors.conventions` (the cell anchors of each
-convention), :mod:`~focal_detect.anchors.layout` (:class:`Anchors`, :class:`AnchorLevel`),
-:mod:`~focal_detect.anchors.generator` (:class:`AnchorGenerator`, strides, cache).
+Package map: ``focal_detect.anchors.conventions`` (the cell anchors of each
+convention), ``focal_detect.anchors.layout`` (:class:`Anchors`, :class:`AnchorLevel`),
+``focal_detect.anchors.generator`` (:class:`AnchorGenerator`, strides, cache).
 """
+
 
 from focal_detect.anchors.conventions import CONVENTIONS
 from focal_detect.anchors.generator import CACHE_SIZE as CACHE_SIZE  # documented in AnchorGenerator
@@ -80,8 +81,3 @@ from focal_detect.anchors.generator import AnchorGenerator
 from focal_detect.anchors.layout import AnchorLevel, Anchors
 
 __all__ = ["AnchorGenerator", "AnchorLevel", "Anchors", "CONVENTIONS"]
-
-# The public classes live in submodules; they are documented (and cross-referenced) here.
-for _obj in (AnchorGenerator, AnchorLevel, Anchors):
-    _obj.__module__ = __name__
-del _obj

@@ -22,11 +22,11 @@ Two levels of API:
 One semantic core: every path only produces evidence (per-anchor best IoU and arg-max,
 per-box highest IoU, candidate pairs, crowd IoA) and
 :func:`~focal_detect.matching.rules.decide_matches` turns it into codes. Package map:
-:mod:`~focal_detect.matching.rules` (the rules), :mod:`~focal_detect.matching.pairs`
+:mod:`~focal_detect.matching.rules` (the rules), ``focal_detect.matching.pairs``
 (pairwise IoU / IoA, bit-identical to :func:`~focal_detect.boxes.box_iou`),
-:mod:`~focal_detect.matching.matrix` (given matrices), :mod:`~focal_detect.matching.dense`
-(the non-grid fallback), :mod:`~focal_detect.matching.windowed` (the grid path),
-:mod:`~focal_detect.matching.assign` (targets for a batch).
+``focal_detect.matching.matrix`` (given matrices), ``focal_detect.matching.dense``
+(the non-grid fallback), ``focal_detect.matching.windowed`` (the grid path),
+``focal_detect.matching.assign`` (targets for a batch).
 
 Semantics (documented choices):
 
@@ -68,6 +68,7 @@ Semantics (documented choices):
   ``tests/test_bad_input.py``; see also the conventions page, "Bad input".)
 """
 
+
 from focal_detect.matching.assign import CROWD_IOA_THRESHOLD, AnchorAssigner, AnchorAssignment, assign_anchors
 from focal_detect.matching.matrix import Matcher, match_anchors
 from focal_detect.matching.rules import LOW_QUALITY_MODES
@@ -81,8 +82,3 @@ __all__ = [
     "assign_anchors",
     "AnchorAssigner",
 ]
-
-# The public names live in submodules; they are documented (and cross-referenced) here.
-for _obj in (match_anchors, Matcher, AnchorAssignment, assign_anchors, AnchorAssigner):
-    _obj.__module__ = __name__
-del _obj

@@ -93,10 +93,10 @@ def assign_anchors(
     Given :class:`~focal_detect.anchors.Anchors` (what
     :class:`~focal_detect.anchors.AnchorGenerator` returns), the grid layout is used to
     evaluate only the (box, anchor) pairs that can decide the result (see
-    :mod:`focal_detect.matching.windowed`); the layout is trusted, nothing is checked
+    ``focal_detect.matching.windowed``); the layout is trusted, nothing is checked
     against the coordinates. Given a plain ``(N, 4)`` tensor ("not a grid"), each image's
     dense IoU is evaluated in anchor chunks within ``max_memory_bytes``
-    (:mod:`focal_detect.matching.dense`). Both paths produce evidence for the same rules
+    (``focal_detect.matching.dense``). Both paths produce evidence for the same rules
     (:func:`~focal_detect.matching.rules.decide_matches`) and give the same result, bit
     for bit. The dense path serves the images the windowed one cannot decide: every image
     when ``low_threshold=0`` (every anchor is decided by its IoU), and with the guard off
@@ -129,7 +129,7 @@ def assign_anchors(
             writes each image's IoU into one preallocated workspace (three float buffers
             and a bool mask per (box, anchor) pair), in anchor chunks sized so that it
             and the batch-wide per-anchor arrays fit the budget
-            (:func:`~focal_detect.matching.dense.plan_dense`); the windowed path gives half
+            (``matching.dense.plan_dense``); the windowed path gives half
             of it to its candidate groups and half to the arg-max of the low-quality
             claims. Not counted: the inputs, the outputs and the candidate pairs kept
             (a few per box on the dense path; about 20 bytes per pair with IoU above its

@@ -2,7 +2,7 @@
 anchors that are not a grid (a plain ``(N, 4)`` tensor), one image at a time.
 
 For each image the IoU of its boxes with the anchors is written, chunk by chunk of
-anchors, into one preallocated :class:`~focal_detect.matching.pairs.Workspace` (reused by
+anchors, into one preallocated ``matching.pairs.Workspace`` (reused by
 every chunk and image: no page faults after the first, no allocator fragmentation),
 reduced to each anchor's best IoU and arg-max and each box's highest IoU, and the pairs
 at a box's highest IoU are extracted; :func:`~focal_detect.matching.rules.decide_matches`
@@ -50,7 +50,7 @@ def plan_dense(k: int, m: int, n: int, itemsize: int, budget: int) -> Plan:
     """Anchors per chunk so that the evaluation of ``m`` boxes against ``n`` anchors, with
     ``k`` batch-wide anchor slots, fits ``budget`` bytes.
 
-    Counted: the workspace (``m * per`` pairs, :func:`~focal_detect.matching.pairs.pair_bytes`
+    Counted: the workspace (``m * per`` pairs, ``matching.pairs.pair_bytes``
     each), the chunk's per-anchor maxima and indices, the per-chunk box maxima
     ``(chunks, m)`` and the batch-wide per-anchor arrays. Not counted: the inputs, the
     outputs and the extracted pairs at the boxes' highest IoU (a few per box). ``per >= 1``

@@ -26,7 +26,7 @@ LOW_QUALITY_MODES = ("torchvision", "mmdetection")
 
 
 class MatchRules(NamedTuple):
-    """Validated matching hyper-parameters (see :func:`check_rules`)."""
+    """Validated matching hyper-parameters (see ``check_rules``)."""
 
     high: float
     low: float
@@ -98,7 +98,7 @@ def decide_matches(
     1. Thresholds: ``best_box`` where ``best >= high``, ``IGNORE`` where
        ``low <= best < high``, ``BACKGROUND`` below ``low``.
     2. Low-quality matches (if on): a pair ``(g, k)`` *claims* anchor ``k`` when
-       ``pair_quality == box_best[g]`` and box ``g`` passes :func:`claiming_boxes`;
+       ``pair_quality == box_best[g]`` and box ``g`` passes ``claiming_boxes``;
        a claimed anchor becomes its own ``best_box`` (``"torchvision"``) or the largest
        claiming box index (``"mmdetection"``).
     3. ``IGNORE`` where ``best`` is NaN (its best box is unknown).

@@ -6,7 +6,7 @@ the IoU can reach :math:`t = \min(t_\mathrm{low}, \ell)` (:math:`\ell` the IoU o
 anchor, a lower bound of the box's highest IoU) follows from
 :math:`\mathrm{IoU} \ge t \iff I \ge \tfrac{t}{1+t}(|a| + |g|)` with
 :math:`I = I_x I_y`, :math:`I_x \le \min(w_a, w_g)`, :math:`I_y \le \min(h_a, h_g)`.
-The candidates' IoUs are computed exactly (:func:`~focal_detect.matching.pairs.iou_pairs`),
+The candidates' IoUs are computed exactly (``matching.pairs.iou_pairs``),
 the pairs below their box's :math:`t` dropped, and the rest handed to
 :func:`~focal_detect.matching.rules.decide_matches`, with the exact arg-max over all boxes
 for the anchors a low-quality claim needs it for. A wider window never changes the result.
