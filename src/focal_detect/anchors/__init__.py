@@ -74,7 +74,6 @@ convention), ``focal_detect.anchors.layout`` (:class:`Anchors`, :class:`AnchorLe
 ``focal_detect.anchors.generator`` (:class:`AnchorGenerator`, strides, cache).
 """
 
-
 from focal_detect.anchors.conventions import CONVENTIONS
 from focal_detect.anchors.generator import CACHE_SIZE as CACHE_SIZE  # documented in AnchorGenerator
 from focal_detect.anchors.generator import AnchorGenerator

@@ -68,7 +68,6 @@ Semantics (documented choices):
   ``tests/test_bad_input.py``; see also the conventions page, "Bad input".)
 """
 
-
 from focal_detect.matching.assign import CROWD_IOA_THRESHOLD, AnchorAssigner, AnchorAssignment, assign_anchors
 from focal_detect.matching.matrix import Matcher, match_anchors
 from focal_detect.matching.rules import LOW_QUALITY_MODES
