@@ -3,7 +3,7 @@
 The anchors of an 800 x 800 input (P3-P7, A = 9: 120,087 anchors) and 5000 random boxes
 of 8-128 px in one image: the dense IoU matrix alone would take 2.4 GB in float32. The
 working set is planned to stay under ``max_memory_bytes`` (512 MiB, the default) on
-both paths, the dense chunked one (no ``levels``) and the windowed one (``levels``).
+both paths, the dense one (a plain tensor) and the windowed one (the generator's ``Anchors``).
 
 Each run is a fresh process (``python -c``): one thread, a warm-up call on 50 boxes
 (paging in code is not allocation), then the peak resident set (``VmHWM``, which
@@ -32,8 +32,7 @@ torch.set_num_threads(1)
 path, budget = sys.argv[1], int(sys.argv[2])
 gen = AnchorGenerator()
 sizes = [(100, 100), (50, 50), (25, 25), (13, 13), (7, 7)]
-anchors = gen(sizes)
-levels = gen.levels(sizes) if path == "windowed" else None
+anchors = gen(sizes) if path == "windowed" else gen(sizes).boxes  # Anchors: windowed path
 g = torch.Generator().manual_seed(0)
 xy = torch.rand(5000, 2, generator=g) * 760
 wh = torch.rand(5000, 2, generator=g) * 120 + 8
@@ -44,11 +43,11 @@ def peak():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
 
-assign_anchors(anchors, [boxes[:50]], [labels[:50]], levels=levels, max_memory_bytes=2**20)
+assign_anchors(anchors, [boxes[:50]], [labels[:50]], max_memory_bytes=2**20)
 before = peak()
-out = assign_anchors(anchors, [boxes], [labels], levels=levels, max_memory_bytes=budget)
+out = assign_anchors(anchors, [boxes], [labels], max_memory_bytes=budget)
 after = peak()
-print(json.dumps({"n": len(anchors), "extra": after - before, "fg": int(out.foreground.sum())}))
+print(json.dumps({"n": out.labels.shape[1], "extra": after - before, "fg": int(out.foreground.sum())}))
 """
 
 

@@ -6,9 +6,14 @@ Compares, in the same process and environment:
   True)`` (skipped when torchvision is not importable);
 * ``dense loop``: per-image loop of :func:`focal_detect.boxes.box_iou` +
   :func:`focal_detect.matching.match_anchors` (the project's own dense baseline);
-* ``ours, chunked``: :func:`focal_detect.matching.assign_anchors` without ``levels``
-  (whole batch, dense IoU in bounded chunks);
-* ``ours, windowed``: :func:`~focal_detect.matching.assign_anchors` with ``levels``.
+* ``ours, dense fallback``: :func:`focal_detect.matching.assign_anchors` on a plain
+  ``(N, 4)`` tensor (not a grid: each image's dense IoU, in bounded chunks);
+* ``ours, windowed``: :func:`~focal_detect.matching.assign_anchors` on the generator's
+  :class:`~focal_detect.anchors.Anchors` (boxes + grid layout).
+
+The issue-15 limit is printed at the end of each box count: the windowed time against
+torchvision's loop (>= 50x at 100 boxes/image) and whether the windowed result is bit
+for bit the dense one (all four outputs).
 
 Both "ours" rows produce the full targets (labels, box targets, foreground, matched
 box), more than the loops, which only match. Times are medians; the peak extra memory
@@ -55,16 +60,15 @@ def realistic_boxes(m: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def build(m: int, seed: int = 0):
-    gen = AnchorGenerator()
-    anchors = gen(FEATURE_SIZES)
-    levels = gen.levels(FEATURE_SIZES)
+    grid = AnchorGenerator()(FEATURE_SIZES)  # Anchors: boxes + layout
     g = torch.Generator().manual_seed(seed)
     gt = [realistic_boxes(m, g) for _ in range(BATCH)]
     labels = [torch.randint(0, 80, (m,), generator=g) for _ in range(BATCH)]
-    return anchors, levels, gt, labels
+    return grid, gt, labels
 
 
-def variants(anchors, levels, gt, labels):
+def variants(grid, gt, labels):
+    anchors = grid.boxes
     out = {}
     try:
         from torchvision.models.detection._utils import Matcher as TVMatcher
@@ -75,8 +79,8 @@ def variants(anchors, levels, gt, labels):
     except ImportError:
         pass
     out["dense loop (ours)"] = lambda: [match_anchors(box_iou(b, anchors)) for b in gt]
-    out["ours, chunked"] = lambda: assign_anchors(anchors, gt, labels)
-    out["ours, windowed"] = lambda: assign_anchors(anchors, gt, labels, levels=levels)
+    out["ours, dense fallback"] = lambda: assign_anchors(anchors, gt, labels)
+    out["ours, windowed"] = lambda: assign_anchors(grid, gt, labels)
     return out
 
 
@@ -98,11 +102,11 @@ def peak_rss_bytes() -> int:
 
 def memory_child(name: str, m: int) -> None:
     """Run one variant once in this (fresh) process; print its peak extra memory."""
-    anchors, levels, gt, labels = build(m)
-    fn = variants(anchors, levels, gt, labels)[name]
+    grid, gt, labels = build(m)
+    fn = variants(grid, gt, labels)[name]
     # Warm up on two boxes of one image: the first call pages in code and starts
     # thread pools, which is not memory the variant allocates.
-    variants(anchors, levels, [gt[0][:2]], [labels[0][:2]])[name]()
+    variants(grid, [gt[0][:2]], [labels[0][:2]])[name]()
     base = peak_rss_bytes()
     fn()
     print(json.dumps({"extra": peak_rss_bytes() - base}))
@@ -134,18 +138,18 @@ def main() -> None:
         f"feature sizes {FEATURE_SIZES}"
     )
     for m in args.boxes:
-        anchors, levels, gt, labels = build(m)
-        runs = variants(anchors, levels, gt, labels)
-        # exactness first: the windowed result equals the chunked one and the loops
+        grid, gt, labels = build(m)
+        runs = variants(grid, gt, labels)
+        # exactness first: the windowed result equals the dense fallback and the loops
         fast = runs["ours, windowed"]()
-        dense = runs["ours, chunked"]()
+        dense = runs["ours, dense fallback"]()
         loop = torch.stack(runs["dense loop (ours)"]())
-        assert torch.equal(fast.matched_gt, dense.matched_gt)
-        assert torch.equal(fast.matched_gt, loop)
+        identical = all(torch.equal(getattr(fast, f), getattr(dense, f)) for f in fast._fields)
+        assert identical and torch.equal(fast.matched_gt, loop)
         if "torchvision loop" in runs:
             assert torch.equal(torch.stack(runs["torchvision loop"]()), loop)
         print(
-            f"\n{len(anchors)} anchors, {m} boxes/image; "
+            f"\n{grid.num_anchors} anchors, {m} boxes/image; "
             f"{int(fast.foreground.sum())} foreground anchors in the batch"
         )
         times = {}
@@ -164,6 +168,13 @@ def main() -> None:
         for name, t in times.items():
             mem = "-" if args.no_memory else f"{measure_memory(name, m):.0f}"
             print(f"| {name} | {t * 1e3:.1f} | {ref / t:.1f}x | {mem} |")
+        ratio = ref / times["ours, windowed"]
+        verdict = ("PASS" if ratio >= 50 else "FAIL") if m >= 100 else "(the limit is stated at 100 boxes)"
+        print(
+            f"limit: windowed {ratio:.1f}x faster than the {ref_name}, >= 50x at batch {BATCH}, "
+            f"{grid.num_anchors} anchors, 100 boxes/image: {verdict}; "
+            f"bit-identical to the dense result (labels, box_targets, foreground, matched_gt): {identical}"
+        )
 
 
 if __name__ == "__main__":

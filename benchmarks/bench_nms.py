@@ -70,9 +70,7 @@ def run(n: int, num_classes: int, repeat: int, thr: float = 0.5) -> None:
     else:
         label = f"batched_nms {n} boxes x {num_classes} classes"
         ours_fn = lambda: batched_nms(boxes, scores, idxs, thr)  # noqa: E731
-        ref_fn = (
-            (lambda: torchvision.ops.batched_nms(boxes, scores, idxs, thr)) if torchvision else None
-        )
+        ref_fn = (lambda: torchvision.ops.batched_nms(boxes, scores, idxs, thr)) if torchvision else None
     if ref_fn is None:
         print(f"{label:45s} ours {median_ms(ours_fn, repeat):8.2f} ms", flush=True)
         return

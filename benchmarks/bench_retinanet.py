@@ -184,7 +184,7 @@ def bench(
         cls_us, box_us = torch.cat(cls_l, 1), torch.cat(box_l, 1)
         h_tv = tv.head(f_tv)
     padded_us = (int(batch_us.shape[-2]), int(batch_us.shape[-1]))
-    sizes_us = ours.feature_sizes(padded_us)
+    sizes_us = ours.anchor_generator.feature_sizes_for(padded_us)
 
     def loss_us():
         c = cls_us.detach().requires_grad_()

@@ -258,7 +258,7 @@ def _figure4(model: torch.nn.Module, settings: Settings) -> dict[str, Any]:
         images = torch.stack([im for im, _ in items])
         batch, _, _, _ = model.preprocess(images)
         cls_levels, _ = model.dense(batch)
-        feature_sizes = model.feature_sizes((batch.shape[-2], batch.shape[-1]))
+        feature_sizes = model.anchor_generator.feature_sizes_for((batch.shape[-2], batch.shape[-1]))
         anchors = model.anchor_generator(feature_sizes, dtype=torch.float32)
         assignment = assign_anchors(
             anchors,
@@ -268,7 +268,6 @@ def _figure4(model: torch.nn.Module, settings: Settings) -> dict[str, Any]:
             low_threshold=cfg.matcher.low_threshold,
             allow_low_quality_matches=cfg.matcher.allow_low_quality_matches,
             box_coder=model.box_coder,
-            levels=model.anchor_generator.levels(feature_sizes),
         )
         logits_all.append(torch.cat(cls_levels, dim=1).reshape(-1, cfg.num_classes))
         labels_all.append(assignment.labels.reshape(-1))

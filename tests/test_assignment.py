@@ -9,24 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import valid_boxes
 
-from focal_detect import matching
-from focal_detect.anchors import AnchorGenerator
+from focal_detect.anchors import AnchorGenerator, Anchors
 from focal_detect.boxes import box_iou
 from focal_detect.coding import BoxCoder
 from focal_detect.constants import BACKGROUND, IGNORE
-from focal_detect.matching import (
-    AnchorAssigner,
-    AnchorAssignment,
-    _iou_pairs,
-    assign_anchors,
-    match_anchors,
-)
+from focal_detect.matching import AnchorAssigner, AnchorAssignment, assign_anchors, match_anchors
+from focal_detect.matching import dense as dense_mod
+from focal_detect.matching.dense import plan_dense
+from focal_detect.matching.pairs import iou_pairs
 
 GEN = AnchorGenerator()
 # A 128 px image: P3 16x16 ... P7 1x1 -> 2304 + 576 + 144 + 36 + 9 = 3069 anchors.
 SIZES = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
-ANCHORS = GEN(SIZES)
-LEVELS = GEN.levels(SIZES)
+GRID = GEN(SIZES)  # Anchors: boxes + layout (the windowed path)
+ANCHORS = GRID.boxes  # a plain tensor (the dense fallback)
 MODES = [
     dict(),
     dict(min_low_quality_iou=None),
@@ -105,7 +101,7 @@ def test_adversarial_windowed_equals_dense_equals_matrix_matcher(kw) -> None:
     gts = _adversarial()
     labels = _labels(gts)
     dense = assign_anchors(ANCHORS, gts, labels, **kw)
-    fast = assign_anchors(ANCHORS, gts, labels, levels=LEVELS, **kw)
+    fast = assign_anchors(GRID, gts, labels, **kw)
     _assert_same(fast, dense)
     assert torch.equal(dense.matched_gt, _per_image_reference(ANCHORS, gts, **kw))
 
@@ -123,8 +119,8 @@ def test_adversarial_cases_hit_the_edge_conditions() -> None:
 
 def test_guard_off_matches_the_whole_image_of_a_box_overlapping_nothing() -> None:
     gts = [torch.tensor([[30.0, 30.0, 70.0, 60.0], [1000.0, 1000.0, 1010.0, 1012.0]])]
-    off = assign_anchors(ANCHORS, gts, _labels(gts), levels=LEVELS, min_low_quality_iou=None)
-    on = assign_anchors(ANCHORS, gts, _labels(gts), levels=LEVELS)
+    off = assign_anchors(GRID, gts, _labels(gts), min_low_quality_iou=None)
+    on = assign_anchors(GRID, gts, _labels(gts))
     assert bool(off.foreground.all())  # torchvision's quirk, reproduced
     assert int(on.foreground.sum()) < 60
     ref = match_anchors(box_iou(gts[0], ANCHORS), min_low_quality_iou=None)
@@ -136,9 +132,9 @@ def test_guard_is_strict_at_a_boxs_exact_best_iou() -> None:
     best = float(box_iou(gts[0], ANCHORS)[0].max())
     assert 0 < best < 0.4  # box 0 has only low-quality anchors
     below = float(torch.nextafter(torch.tensor(best), torch.tensor(0.0)))
-    for levels in (None, LEVELS):
-        at = assign_anchors(ANCHORS, gts, _labels(gts), levels=levels, min_low_quality_iou=best)
-        under = assign_anchors(ANCHORS, gts, _labels(gts), levels=levels, min_low_quality_iou=below)
+    for anchors in (ANCHORS, GRID):
+        at = assign_anchors(anchors, gts, _labels(gts), min_low_quality_iou=best)
+        under = assign_anchors(anchors, gts, _labels(gts), min_low_quality_iou=below)
         assert not bool((at.matched_gt == 0).any())
         assert bool((under.matched_gt == 0).any())
 
@@ -153,8 +149,10 @@ def test_windowed_equals_dense_property(gts, shift, kw) -> None:
     gts = [g + shift for g in gts]
     labels = _labels(gts)
     dense = assign_anchors(ANCHORS, gts, labels, **kw)
-    fast = assign_anchors(ANCHORS, gts, labels, levels=LEVELS, **kw)
+    fast = assign_anchors(GRID, gts, labels, **kw)
     _assert_same(fast, dense)
+    # the non-grid fallback, the windowed path and the matrix matcher: one result
+    assert torch.equal(dense.matched_gt, _per_image_reference(ANCHORS, gts, **kw))
 
 
 @given(
@@ -164,9 +162,9 @@ def test_windowed_equals_dense_property(gts, shift, kw) -> None:
 @settings(max_examples=30)
 def test_batched_equals_per_image(gts, mode) -> None:
     labels = _labels(gts)
-    batch = assign_anchors(ANCHORS, gts, labels, levels=LEVELS, low_quality=mode)
+    batch = assign_anchors(GRID, gts, labels, low_quality=mode)
     for i, (g, lab) in enumerate(zip(gts, labels)):
-        one = assign_anchors(ANCHORS, [g], [lab], levels=LEVELS, low_quality=mode)
+        one = assign_anchors(GRID, [g], [lab], low_quality=mode)
         assert torch.equal(batch.matched_gt[i], one.matched_gt[0])
         assert torch.equal(batch.box_targets[i], one.box_targets[0])
 
@@ -178,7 +176,7 @@ def test_batched_equals_per_image(gts, mode) -> None:
 @settings(max_examples=30)
 def test_each_box_claims_its_best_anchors(gts, mode) -> None:
     gts = [g + torch.tensor([0.0, 0.0, 1.0, 1.0]) for g in gts]  # positive areas
-    out = assign_anchors(ANCHORS, gts, _labels(gts), levels=LEVELS, low_quality=mode)
+    out = assign_anchors(GRID, gts, _labels(gts), low_quality=mode)
     for i, g in enumerate(gts):
         if not len(g):
             continue
@@ -200,7 +198,7 @@ def test_each_box_claims_its_best_anchors(gts, mode) -> None:
 @settings(max_examples=25)
 def test_labels_box_targets_and_foreground_are_consistent(gts) -> None:
     labels = _labels(gts, seed=3)
-    out = assign_anchors(ANCHORS, gts, labels, levels=LEVELS)
+    out = assign_anchors(GRID, gts, labels)
     assert torch.equal(out.foreground, out.matched_gt >= 0)
     neg = ~out.foreground
     assert torch.equal(out.labels[neg], out.matched_gt[neg])  # same negative codes
@@ -219,7 +217,7 @@ def test_labels_are_accepted_by_the_focal_loss() -> None:
     if not hasattr(losses, "sigmoid_focal_loss_from_labels"):
         pytest.skip("losses.sigmoid_focal_loss_from_labels not available yet")
     gts = _adversarial()[:2]
-    out = assign_anchors(ANCHORS, gts, _labels(gts), levels=LEVELS)
+    out = assign_anchors(GRID, gts, _labels(gts))
     logits = torch.zeros(len(gts), len(ANCHORS), 9)
     loss = losses.sigmoid_focal_loss_from_labels(logits, out.labels, reduction="none")
     # at logit 0 every class term is 0.25*0.5^2*log2 (positive) or 0.75*0.5^2*log2:
@@ -271,9 +269,9 @@ def test_crowd_turns_covered_background_into_ignore_but_keeps_foreground() -> No
 def test_crowd_windowed_equals_dense(gts, crowd, thr) -> None:
     labels = _labels(gts)
     dense = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr)
-    fast = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr, levels=LEVELS)
+    fast = assign_anchors(GRID, gts, labels, crowd_boxes=crowd, crowd_ioa_threshold=thr)
     _assert_same(fast, dense)
-    plain = assign_anchors(ANCHORS, gts, labels, levels=LEVELS)
+    plain = assign_anchors(GRID, gts, labels)
     changed = fast.matched_gt != plain.matched_gt
     assert bool((plain.matched_gt[changed] == BACKGROUND).all())
     assert bool((fast.matched_gt[changed] == IGNORE).all())
@@ -288,11 +286,10 @@ def test_tiny_memory_budget_gives_the_same_result() -> None:
     crowd = [torch.tensor([[0.0, 0.0, 60.0, 60.0]])] + [torch.zeros(0, 4)] * (len(gts) - 1)
     for kw in MODES[:4]:
         ref = assign_anchors(ANCHORS, gts, labels, crowd_boxes=crowd, **kw)
-        for budget in (20_000, 300_000):
-            for levels in (None, LEVELS):
-                got = assign_anchors(
-                    ANCHORS, gts, labels, crowd_boxes=crowd, levels=levels, max_memory_bytes=budget, **kw
-                )
+        # the per-anchor arrays of 6 x 3069 anchors take ~810 kB: a few chunks per image
+        for budget in (850_000, 1_000_000):
+            for anchors in (ANCHORS, GRID):
+                got = assign_anchors(anchors, gts, labels, crowd_boxes=crowd, max_memory_bytes=budget, **kw)
                 _assert_same(got, ref)
 
 
@@ -303,9 +300,9 @@ def test_pair_iou_is_bit_identical_to_box_iou() -> None:
     b = torch.rand(70, 4, generator=g) * 100
     b = torch.cat((b[:, :2], b[:, :2] + b[:, 2:] / 3), 1)
     dense = box_iou(a, b)
-    assert torch.equal(_iou_pairs(a[:, None, :], b[None, :, :]), dense)
+    assert torch.equal(iou_pairs(a[:, None, :], b[None, :, :]), dense)
     i, j = torch.meshgrid(torch.arange(50), torch.arange(70), indexing="ij")
-    assert torch.equal(_iou_pairs(a[i.flatten()], b[j.flatten()]), dense.flatten())
+    assert torch.equal(iou_pairs(a[i.flatten()], b[j.flatten()]), dense.flatten())
 
 
 def test_chunk_planner_counts_every_buffer_within_the_byte_budget() -> None:
@@ -315,50 +312,52 @@ def test_chunk_planner_counts_every_buffer_within_the_byte_budget() -> None:
     cap = 512 * 2**20
     for b, m, n in [(1, 5000, 120_087), (16, 100, 120_087), (8, 3, 1_000_000), (2, 7, 3069)]:
         for itemsize in (4, 8):
-            plan = matching._plan_dense_chunks(b, m, n, itemsize, cap)
+            k = b * n  # batch-wide anchor slots
+            plan = plan_dense(k, m, n, itemsize, cap)
             # three float buffers and one bool mask per (box, anchor) pair, nothing else
-            assert plan.workspace_bytes == b * m * plan.per * (3 * itemsize + 1)
+            assert plan.workspace_bytes == m * plan.per * (3 * itemsize + 1)
             assert plan.total_bytes <= cap, (b, m, n, itemsize, plan)
-            # the per-anchor outputs (B, N) are counted: they dominate with few boxes
-            assert plan.total_bytes - plan.workspace_bytes >= b * n * (itemsize + 8)
+            # the batch-wide per-anchor arrays are counted: they dominate with few boxes
+            assert plan.total_bytes - plan.workspace_bytes >= k * (2 * itemsize + 8)
             if plan.per < n:  # the budget is used, not wasted
                 assert plan.total_bytes > 0.95 * cap, plan
-            half = matching._plan_dense_chunks(b, m, n, itemsize, cap // 2)
+            half = plan_dense(k, m, n, itemsize, cap // 2)
             assert half.per <= plan.per
-            # below what the (B, N) outputs need, the chunks shrink to one anchor
+            # below what the per-anchor arrays need, the chunks shrink to one anchor
             assert half.total_bytes <= cap // 2 or half.per == 1
-    assert matching._plan_dense_chunks(8, 3, 1_000_000, 8, cap // 2).per == 1
-    plan = matching._plan_dense_chunks(1, 5000, 120_087, 4, cap)
-    assert plan.per == 8159  # 15 chunks; 0.1.0 planned 5 floats per pair (5368 anchors)
-    arg = matching._plan_argmax_chunks(5000, 10_000, 4, cap, reserved=100 * 2**20)
-    assert arg.total_bytes <= cap and arg.workspace_bytes == arg.per * 5000 * 13 and arg.per < 10_000
+    assert plan_dense(8 * 1_000_000, 3, 1_000_000, 8, cap // 2).per == 1
+    # 5000 boxes: (512 MiB - 44 B x 120,087 anchors) / (5000 x 13 B + 12 B) = 8176 anchors,
+    # less the 15 chunks' box maxima: 8048 (15 chunks)
+    assert plan_dense(120_087, 5000, 120_087, 4, cap).per == 8048
+    # few boxes: one chunk holds the whole image
+    assert plan_dense(16 * 120_087, 7, 120_087, 4, cap).per == 120_087
 
 
-def test_chunked_paths_allocate_the_planned_workspace_once(monkeypatch) -> None:
+def test_dense_path_allocates_the_planned_workspace_once(monkeypatch) -> None:
     made: list[int] = []
 
-    class Recording(matching._Workspace):
+    class Recording(dense_mod.Workspace):
         def __init__(self, *a, **k) -> None:
             super().__init__(*a, **k)
             made.append(self.nbytes)
 
-    monkeypatch.setattr(matching, "_Workspace", Recording)
+    monkeypatch.setattr(dense_mod, "Workspace", Recording)
     gts = _adversarial()
     labels = _labels(gts)
-    budget = 300_000
+    budget = 850_000
     for kw in (MODES[0], MODES[2]):  # torchvision and mmdetection low-quality claims
         ref = assign_anchors(ANCHORS, gts, labels, max_memory_bytes=2**30, **kw)
         made.clear()
         got = assign_anchors(ANCHORS, gts, labels, max_memory_bytes=budget, **kw)
         _assert_same(got, ref)
         m, b = max(len(g) for g in gts), len(gts)
-        plan = matching._plan_dense_chunks(b, m, ANCHORS.shape[0], 4, budget)
+        plan = plan_dense(b * ANCHORS.shape[0], m, ANCHORS.shape[0], 4, budget)
         assert plan.per < ANCHORS.shape[0] // 4  # several chunks: the reuse is exercised
-        assert made == [plan.workspace_bytes]  # one workspace for all chunks and revisits
+        assert made == [plan.workspace_bytes]  # one workspace for all chunks, images, revisits
         made.clear()
-        windowed = assign_anchors(ANCHORS, gts, labels, levels=LEVELS, max_memory_bytes=budget, **kw)
+        windowed = assign_anchors(GRID, gts, labels, max_memory_bytes=budget, **kw)
         _assert_same(windowed, ref)
-        assert all(0 < nb <= budget for nb in made)
+        assert made == []  # the grid path evaluates no dense IoU
 
 
 # -------------------------------------------------------------------------- errors
@@ -369,7 +368,7 @@ def test_assigner_class_stores_hyper_parameters() -> None:
     labels = _labels(gts)
     assigner = AnchorAssigner(low_quality="mmdetection", high_threshold=0.6)
     _assert_same(
-        assigner(ANCHORS, gts, labels, levels=LEVELS),
+        assigner(GRID, gts, labels),
         assign_anchors(ANCHORS, gts, labels, low_quality="mmdetection", high_threshold=0.6),
     )
     assert "mmdetection" in repr(assigner)
@@ -380,16 +379,14 @@ def test_assigner_class_stores_hyper_parameters() -> None:
 def test_empty_batch_and_no_boxes() -> None:
     out = assign_anchors(ANCHORS, [], [])
     assert out.labels.shape == (0, len(ANCHORS)) and out.box_targets.shape == (0, len(ANCHORS), 4)
-    out = assign_anchors(
-        ANCHORS, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2, levels=LEVELS
-    )
+    out = assign_anchors(GRID, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.int64)] * 2)
     assert bool((out.labels == BACKGROUND).all()) and out.labels.shape == (2, len(ANCHORS))
 
 
 def test_half_precision_boxes_match_float32() -> None:
     gts = [torch.tensor([[10.0, 12.0, 50.0, 40.0], [60.0, 60.0, 100.0, 90.0]])]
-    ref = assign_anchors(ANCHORS, gts, _labels(gts), levels=LEVELS)
-    half = assign_anchors(ANCHORS.half(), [g.half() for g in gts], _labels(gts), levels=LEVELS)
+    ref = assign_anchors(GRID, gts, _labels(gts))
+    half = assign_anchors(GEN(SIZES, dtype=torch.float16), [g.half() for g in gts], _labels(gts))
     assert torch.equal(half.matched_gt, ref.matched_gt)
     assert half.box_targets.dtype == torch.float32
 
@@ -427,13 +424,11 @@ def _ok():
             ValueError,
             r"crowd_boxes must have one entry per image \(1\)",
         ),
-        (lambda a, g, l: (a, g, l, {"levels": LEVELS[:2]}), ValueError, "levels must cover the"),
         (
-            lambda a, g, l: (a, g, l, {"levels": GEN.levels([(8, 32), (8, 8), (4, 4), (2, 2), (1, 1)])}),
-            ValueError,
-            "levels must describe anchors",
+            lambda a, g, l: (a, g, l, {"levels": GRID.levels}),
+            TypeError,
+            "unexpected keyword argument 'levels'",
         ),
-        (lambda a, g, l: (a, g, l, {"levels": [1, 2]}), TypeError, r"levels\[0\] must be an AnchorLevel"),
         (
             lambda a, g, l: (a, g, l, {"max_memory_bytes": 0}),
             ValueError,
@@ -462,7 +457,7 @@ def test_bad_input_names_the_argument(change, exc, match) -> None:
 
 # torchvision's rule on a 224 x 288 padded batch: P6 4 x 5 cells -> strides (56, 57), P7
 # 2 x 3 -> (112, 96); a nominal-stride window would miss or misplace those anchors.
-TV_DERIVED = AnchorGenerator.from_preset("torchvision", derive_strides=True)
+TV_DERIVED = AnchorGenerator(convention="torchvision", derive_strides=True)
 TV_IMAGE = (224, 288)
 TV_SIZES = TV_DERIVED.feature_sizes_for(TV_IMAGE)
 PAIRS = AnchorGenerator(strides=(8, 16, (32, 16), 64, (128, 96)))
@@ -481,8 +476,7 @@ def test_per_axis_strides_windowed_equals_dense(gen, kw) -> None:
     strides = gen.level_strides(TV_SIZES, image_size=TV_IMAGE)
     assert any(sh != sw for sh, sw in strides)  # the case under test: non-square strides
     anchors = gen(TV_SIZES, image_size=TV_IMAGE)
-    levels = gen.levels(TV_SIZES, image_size=TV_IMAGE)
-    big = anchors[levels[4].start : levels[4].end]
+    big = anchors.per_level()[4]
     gts = [
         _random_boxes(12, *TV_IMAGE, seed=1),
         torch.cat(
@@ -492,30 +486,31 @@ def test_per_axis_strides_windowed_equals_dense(gen, kw) -> None:
         torch.zeros((0, 4)),
     ]
     labels = _labels(gts)
-    dense = assign_anchors(anchors, gts, labels, **kw)
-    fast = assign_anchors(anchors, gts, labels, levels=levels, **kw)
+    dense = assign_anchors(anchors.boxes, gts, labels, **kw)
+    fast = assign_anchors(anchors, gts, labels, **kw)
     _assert_same(fast, dense)
-    assert torch.equal(dense.matched_gt, _per_image_reference(anchors, gts, **kw))
+    assert torch.equal(dense.matched_gt, _per_image_reference(anchors.boxes, gts, **kw))
     if kw.get("low_threshold", 0.4) > 0:
         assert int(fast.foreground[1].sum()) >= 4  # the P7 anchors were found
 
 
 def test_per_axis_strides_crowd_windowed_equals_dense() -> None:
     anchors = TV_DERIVED(TV_SIZES, image_size=TV_IMAGE)
-    levels = TV_DERIVED.levels(TV_SIZES, image_size=TV_IMAGE)
     gts = [_random_boxes(6, *TV_IMAGE, seed=3), _random_boxes(2, *TV_IMAGE, seed=4)]
     crowd = [_random_boxes(2, *TV_IMAGE, seed=5), _random_boxes(1, *TV_IMAGE, seed=6)]
-    dense = assign_anchors(anchors, gts, _labels(gts), crowd_boxes=crowd)
-    fast = assign_anchors(anchors, gts, _labels(gts), crowd_boxes=crowd, levels=levels)
+    dense = assign_anchors(anchors.boxes, gts, _labels(gts), crowd_boxes=crowd)
+    fast = assign_anchors(anchors, gts, _labels(gts), crowd_boxes=crowd)
     _assert_same(fast, dense)
     assert int((fast.labels == IGNORE).sum()) > 0
 
 
 def test_nominal_levels_for_derived_anchors_are_rejected() -> None:
-    # The layout check compares the levels with the anchor coordinates: nominal levels
-    # (P7 stride 128) do not describe anchors made with derived strides (112 x 96).
-    nominal = AnchorGenerator.from_preset("torchvision")
+    # A hand-made Anchors is checked against the coordinates: nominal levels (P7 stride
+    # 128) do not describe anchors made with derived strides (112 x 96).
+    nominal = AnchorGenerator(convention="torchvision")
     anchors = TV_DERIVED(TV_SIZES, image_size=TV_IMAGE)
-    gts = [_random_boxes(3, *TV_IMAGE, seed=7)]
-    with pytest.raises(ValueError, match="levels must describe anchors"):
-        assign_anchors(anchors, gts, _labels(gts), levels=nominal.levels(TV_SIZES))
+    with pytest.raises(
+        ValueError, match="levels must reproduce boxes bit for bit, got a mismatch at level 3"
+    ):
+        Anchors(anchors.boxes, nominal(TV_SIZES).levels)
+    assert Anchors(anchors.boxes.clone(), anchors.levels).levels == anchors.levels

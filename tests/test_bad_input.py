@@ -129,7 +129,8 @@ def test_assign_anchors_overflowing_boxes_never_match_in_any_path():
     # windowed paths, image by image and batched.
     gen = AnchorGenerator()
     sizes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
-    anchors, levels = gen(sizes), gen.levels(sizes)
+    grid = gen(sizes)  # Anchors: the windowed path; grid.boxes: the dense one
+    anchors = grid.boxes
     huge = torch.tensor([[0.0, 0.0, 3e38, 3e38]])
     normal = torch.tensor([[10.0, 10.0, 40.0, 50.0]])
     gts = [huge, torch.cat([normal, huge])]
@@ -137,7 +138,7 @@ def test_assign_anchors_overflowing_boxes_never_match_in_any_path():
     outs = [
         assign_anchors(anchors, gts, labels),
         assign_anchors(anchors, gts, labels, max_memory_bytes=4096),
-        assign_anchors(anchors, gts, labels, levels=levels),
+        assign_anchors(grid, gts, labels),
     ]
     for out in outs:
         assert not (out.matched_gt[0] >= 0).any()
@@ -146,7 +147,7 @@ def test_assign_anchors_overflowing_boxes_never_match_in_any_path():
         assert (out.matched_gt[1] == 0).any()  # the normal one still does
         assert torch.isfinite(out.box_targets).all()
         assert torch.equal(out.labels, outs[0].labels)
-    single = assign_anchors(anchors, [gts[1]], [labels[1]], levels=levels)
+    single = assign_anchors(grid, [gts[1]], [labels[1]])
     assert torch.equal(single.labels[0], outs[0].labels[1])
 
 

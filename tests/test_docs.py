@@ -143,8 +143,8 @@ def test_user_guide_pipeline_snippet_runs_and_matches_the_dense_path(capsys) -> 
     targets, fg = ns["targets"], ns["fg"]
     # Paper anchors at 256 x 256 and the snippet's boxes (printed on the user guide page).
     assert fg.sum(1).tolist() == [30, 68]
-    # The windowed fast path (levels=) gives exactly the dense result.
-    dense = assign_anchors(ns["anchors"], ns["gt_boxes"], ns["gt_labels"])
+    # The windowed fast path (the Anchors value) gives exactly the dense result (a tensor).
+    dense = assign_anchors(ns["anchors"].boxes, ns["gt_boxes"], ns["gt_labels"])
     assert torch.equal(dense.labels, targets.labels)
     assert torch.equal(dense.box_targets, targets.box_targets)
     # Loss = (focal sum + smooth-L1 sum) / foreground count, and it backpropagates.

@@ -482,7 +482,7 @@ def test_images_without_boxes_train() -> None:
     assert float(losses["bbox_regression"]) == 0.0
     # Every anchor is background and the normaliser is 1: the loss is the sum over
     # all (anchor, class) pairs of (1 - alpha) p^2 (-log(1 - p)) with p ~ pi = 0.01.
-    n_pairs = 2 * model.anchor_generator(model.feature_sizes((128, 128))).shape[0] * 3
+    n_pairs = 2 * model.anchor_generator(model.anchor_generator.feature_sizes_for((128, 128))).num_anchors * 3
     expected = n_pairs * 0.75 * 0.01**2 * -math.log(0.99)
     assert float(losses["classification"]) == pytest.approx(expected, rel=0.2)
     (losses["classification"] + losses["bbox_regression"]).backward()
@@ -614,7 +614,7 @@ def test_batched_and_per_image_inference_agree() -> None:
 def _reference_postprocess(model: RetinaNet, cls_levels, box_levels, feature_sizes, image_sizes):
     """torchvision's algorithm, literally: loop over images and levels."""
     cfg = model.config
-    anchors = model.anchor_generator.grid_anchors(feature_sizes)
+    anchors = model.anchor_generator(feature_sizes).per_level()
     out = []
     for i, (h, w) in enumerate(image_sizes):
         boxes, scores, labels = [], [], []
@@ -650,7 +650,7 @@ def test_postprocess_equals_plain_per_image_per_level_loop(limit: int, top: int)
     with torch.no_grad():
         batch, sizes, original, _ = model.preprocess(images)
         cls_l, box_l = model.dense(batch)
-    feats = model.feature_sizes(tuple(batch.shape[-2:]))
+    feats = model.anchor_generator.feature_sizes_for(tuple(batch.shape[-2:]))
     got = model.postprocess(cls_l, box_l, feats, sizes, original)
     want = _reference_postprocess(model, cls_l, box_l, feats, sizes)
     for a, b in zip(got, want):
@@ -938,7 +938,7 @@ def test_derived_strides_need_the_padded_size() -> None:
     with torch.no_grad():
         batch, sizes, original, _ = model.preprocess([torch.rand(3, 96, 160)])
         cls, box = model.dense(batch)
-    fs = model.feature_sizes(tuple(batch.shape[-2:]))  # (96, 160): P7 1 x 2 cells
+    fs = model.anchor_generator.feature_sizes_for(tuple(batch.shape[-2:]))  # (96, 160): P7 1 x 2 cells
     with pytest.raises(ValueError, match="padded_size .* must be given when the anchor strides are derived"):
         model.postprocess(cls, box, fs, sizes, original)
     with pytest.raises(ValueError, match="image_size .* must be given"):

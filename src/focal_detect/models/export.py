@@ -186,7 +186,7 @@ class RetinaNetInference(nn.Module):
             raise TypeError(f"RetinaNetInference: model must be a RetinaNet, got {type(model).__name__}")
         self.model: RetinaNet = model
         gen = model.anchor_generator
-        levels = gen.levels([(1, 1)] * gen.num_levels, image_size=(1, 1) if gen.derive_strides else None)
+        levels = gen([(1, 1)] * gen.num_levels, image_size=(1, 1) if gen.derive_strides else None).levels
         # Nominal strides, or torchvision's derived ones (padded size // feature size, per
         # axis), computed in the graph from the padded size: ``_derive`` decides.
         self._derive = gen.derive_strides

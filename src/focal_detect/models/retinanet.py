@@ -288,23 +288,6 @@ class RetinaNet(nn.Module):
             features = [f.contiguous() for f in features]
         return self.head.forward_levels(features)
 
-    @staticmethod
-    def feature_sizes(image_size: tuple[int, int], num_levels: int = 5) -> list[tuple[int, int]]:
-        """``(H_l, W_l)`` of P3 … P7 for a padded batch of size ``(H, W)`` (the
-        output sizes of the stride-2 convolutions: ``ceil(H / 2^l)``).
-
-        Example:
-            >>> RetinaNet.feature_sizes((256, 384))
-            [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
-        """
-        h, w = image_size
-        out = []
-        for level in range(1, 8):
-            h, w = (h + 1) // 2, (w + 1) // 2
-            if level >= 3:
-                out.append((h, w))
-        return out[:num_levels]
-
     def forward(
         self,
         images: list[Tensor] | Tensor,
@@ -326,7 +309,7 @@ class RetinaNet(nn.Module):
         batch, sizes, original, targets = self.preprocess(images, targets if self.training else None)
         cls_levels, box_levels = self.dense(batch)
         padded = (int(batch.shape[-2]), int(batch.shape[-1]))
-        feature_sizes = self.feature_sizes(padded)
+        feature_sizes = self.anchor_generator.feature_sizes_for(padded)  # = the FPN's P3-P7 maps
         if self.training:
             assert targets is not None
             return self.compute_loss(
@@ -375,13 +358,11 @@ class RetinaNet(nn.Module):
         cfg = self.config
         device = cls_logits.device
         self._check_padded_size("RetinaNet.compute_loss", "image_size", image_size)
-        anchors = self.anchor_generator(
-            feature_sizes, device=device, dtype=torch.float32, image_size=image_size
-        )
-        levels = self.anchor_generator.levels(feature_sizes, image_size=image_size)
+        grid = self.anchor_generator(feature_sizes, device=device, dtype=torch.float32, image_size=image_size)
+        anchors = grid.boxes
         gt_boxes, gt_labels, crowd_boxes = self._split_targets(targets, device)
         assignment = assign_anchors(
-            anchors,
+            grid,
             gt_boxes,
             gt_labels,
             high_threshold=cfg.matcher.high_threshold,
@@ -392,7 +373,6 @@ class RetinaNet(nn.Module):
             crowd_ioa_threshold=cfg.matcher.crowd_ioa_threshold,
             box_coder=self.box_coder,
             crowd_boxes=crowd_boxes,
-            levels=levels,
         )
         labels, fg = assignment.labels, assignment.foreground
         b, n = labels.shape
@@ -575,7 +555,8 @@ class RetinaNet(nn.Module):
             ...     _ = model.head.cls_logits.bias.fill_(0.0)  # every score ~0.5
             ...     batch, sizes, original, _ = model.preprocess([torch.rand(3, 64, 64)])
             ...     cls, box = model.dense(batch)
-            >>> det = model.postprocess(cls, box, model.feature_sizes((128, 128)), sizes, original)
+            >>> sizes_l = model.anchor_generator.feature_sizes_for((128, 128))
+            >>> det = model.postprocess(cls, box, sizes_l, sizes, original)
             >>> det[0]["boxes"].shape, det[0]["labels"].dtype
             (torch.Size([5, 4]), torch.int64)
         """
@@ -583,9 +564,9 @@ class RetinaNet(nn.Module):
         k = cls_levels[0].shape[-1]
         device = cls_levels[0].device
         self._check_padded_size("RetinaNet.postprocess", "padded_size", padded_size)
-        anchor_levels = self.anchor_generator.grid_anchors(
+        anchor_levels = self.anchor_generator(
             feature_sizes, device=device, dtype=torch.float32, image_size=padded_size
-        )
+        ).per_level()
         all_boxes, all_scores, all_labels = [], [], []
         for logits, deltas, anchors in zip(cls_levels, box_levels, anchor_levels):
             level_boxes, level_scores, level_labels = self._level_candidates(logits, deltas, anchors)
