@@ -279,7 +279,8 @@ def test_huge_gamma_is_rejected_and_tiny_prior_is_exact():
 
 
 def test_clip_size_anchor_size_and_scalar_gammas():
-    from focal_detect import AnchorGenerator, clip_boxes, focal_loss_cdf
+    from focal_detect import AnchorGenerator, clip_boxes
+    from focal_detect.analysis import focal_loss_cdf
 
     b = torch.tensor([[-5.0, 0.0, 10.0, float("inf")]])
     # 0.1.0: RuntimeError from clamp; the exact answer clips only below 0 (and inf)
@@ -292,7 +293,7 @@ def test_clip_size_anchor_size_and_scalar_gammas():
 
 
 def test_ohem_sample_with_a_budget_beyond_int64_is_exact():
-    from focal_detect import ohem_sample
+    from focal_detect.sampling import ohem_sample
 
     losses = torch.tensor([[0.3, 0.9, 0.1, 0.5], [0.2, 0.4, 0.8, 0.6]])
     labels = torch.tensor([[1, 0, BACKGROUND, BACKGROUND], [BACKGROUND, IGNORE, 2, BACKGROUND]])

@@ -38,8 +38,8 @@ def test_hand_made_case_with_known_coverage() -> None:
     best = best_anchor_iou(anchors, gt)
     torch.testing.assert_close(best, torch.tensor([1.0, 2 / 3, 1 / 3, 1 / 16, 0.5]))
     assert anchor_coverage(anchors, gt) == pytest.approx(3 / 5)
-    assert anchor_coverage(anchors, gt, fg_iou_thresh=0.3) == pytest.approx(4 / 5)
-    assert anchor_coverage(anchors, gt, fg_iou_thresh=1.0) == pytest.approx(1 / 5)
+    assert anchor_coverage(anchors, gt, high_threshold=0.3) == pytest.approx(4 / 5)
+    assert anchor_coverage(anchors, gt, high_threshold=1.0) == pytest.approx(1 / 5)
 
 
 def test_per_image_lists_and_value_objects_give_the_same_answer() -> None:
@@ -116,16 +116,16 @@ def test_many_anchors_and_boxes_stay_memory_bounded() -> None:
         (
             torch.zeros(3, 4),
             torch.zeros(1, 4),
-            {"fg_iou_thresh": 0.0},
+            {"high_threshold": 0.0},
             ValueError,
-            "fg_iou_thresh must be in",
+            "high_threshold must be in",
         ),
         (
             torch.zeros(3, 4),
             torch.zeros(1, 4),
-            {"fg_iou_thresh": 1.5},
+            {"high_threshold": 1.5},
             ValueError,
-            "fg_iou_thresh must be in",
+            "high_threshold must be in",
         ),
     ],
 )

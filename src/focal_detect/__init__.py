@@ -1,10 +1,18 @@
 """focal-detect: the pieces of RetinaNet (Lin et al. 2017), exact and fast.
 
-Importing the package loads only the low-level ops (losses, init, boxes, anchors,
-matching, coding, sampling, analysis), all re-exported here; the reference model lives in
-:mod:`focal_detect.models` and the training tools in :mod:`focal_detect.data`,
-:mod:`focal_detect.engine` and :mod:`focal_detect.evaluation`, imported only when
-asked for.
+The top level holds what a detector author reaches for: the label codes, the focal loss
+in its three forms (:func:`sigmoid_focal_loss`, the torchvision-compatible drop-in on
+dense targets; :func:`sigmoid_focal_loss_from_labels`, on class indices;
+:func:`sigmoid_focal_loss_star`, FL*) and as a module (:class:`SigmoidFocalLoss`, either
+target form), the foreground normaliser and box losses, the prior initialisation, the box
+ops, the box coder, the anchor generator and its :class:`Anchors` value, and the
+matcher. Everything else lives in its submodule: :mod:`focal_detect.losses` (also
+``compiled_sigmoid_focal_loss``, the fast route), :mod:`focal_detect.anchors`
+(conventions), :mod:`focal_detect.matching` (rule constants),
+:mod:`focal_detect.sampling` (the OHEM baseline), :mod:`focal_detect.analysis`
+(Figure 4, anchor coverage). The reference model lives in :mod:`focal_detect.models`
+and the training tools in :mod:`focal_detect.data`, :mod:`focal_detect.engine` and
+:mod:`focal_detect.evaluation`, imported only when asked for.
 
 Example:
     >>> import torch
@@ -15,8 +23,11 @@ Example:
 
 from __future__ import annotations
 
-from focal_detect.analysis import focal_loss_cdf, plot_focal_loss_cdf
-from focal_detect.anchors import CONVENTIONS, AnchorGenerator, AnchorLevel
+import importlib
+import warnings
+from typing import Any
+
+from focal_detect.anchors import AnchorGenerator, Anchors
 from focal_detect.boxes import (
     batched_nms,
     box_area,
@@ -34,7 +45,6 @@ from focal_detect.init import init_conv_, init_prior_bias_, prior_bias
 from focal_detect.losses import (
     FocalLossNormalizer,
     SigmoidFocalLoss,
-    compiled_sigmoid_focal_loss,
     giou_loss,
     l1_loss,
     sigmoid_focal_loss,
@@ -42,16 +52,7 @@ from focal_detect.losses import (
     sigmoid_focal_loss_star,
     smooth_l1_loss,
 )
-from focal_detect.matching import (
-    CROWD_IOA_THRESHOLD,
-    LOW_QUALITY_MODES,
-    AnchorAssigner,
-    AnchorAssignment,
-    Matcher,
-    assign_anchors,
-    match_anchors,
-)
-from focal_detect.sampling import ohem_sample
+from focal_detect.matching import AnchorAssigner, AnchorAssignment, Matcher, assign_anchors, match_anchors
 
 __version__ = "0.1.0"
 
@@ -61,7 +62,6 @@ __all__ = [
     "IGNORE",
     # losses
     "sigmoid_focal_loss",
-    "compiled_sigmoid_focal_loss",
     "sigmoid_focal_loss_from_labels",
     "sigmoid_focal_loss_star",
     "SigmoidFocalLoss",
@@ -90,19 +90,38 @@ __all__ = [
     "BoxCoder",
     # anchors
     "AnchorGenerator",
-    "AnchorLevel",
-    "CONVENTIONS",
+    "Anchors",
     # matching
-    "LOW_QUALITY_MODES",
-    "CROWD_IOA_THRESHOLD",
     "match_anchors",
     "Matcher",
     "AnchorAssignment",
     "assign_anchors",
     "AnchorAssigner",
-    # sampling and analysis (the paper's OHEM baseline and Figure 4)
-    "ohem_sample",
-    "focal_loss_cdf",
-    "plot_focal_loss_cdf",
     "__version__",
 ]
+
+#: Names 0.1.0 exported at the top level that now live only in their submodule; reading
+#: one from here still works for this release, with a DeprecationWarning.
+MOVED: dict[str, str] = {
+    "compiled_sigmoid_focal_loss": "focal_detect.losses",
+    "AnchorLevel": "focal_detect.anchors",
+    "CONVENTIONS": "focal_detect.anchors",
+    "LOW_QUALITY_MODES": "focal_detect.matching",
+    "CROWD_IOA_THRESHOLD": "focal_detect.matching",
+    "ohem_sample": "focal_detect.sampling",
+    "focal_loss_cdf": "focal_detect.analysis",
+    "plot_focal_loss_cdf": "focal_detect.analysis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        module = MOVED[name]
+        warnings.warn(
+            f"focal_detect.{name} moved to {module}.{name}; import it from there "
+            "(the top-level alias goes in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'focal_detect' has no attribute {name!r}")

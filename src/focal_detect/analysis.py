@@ -311,7 +311,7 @@ def best_anchor_iou(anchors: Tensor | HasBoxes, boxes: Tensor | Sequence[Tensor]
 
 
 def anchor_coverage(
-    anchors: Tensor | HasBoxes, boxes: Tensor | Sequence[Tensor], fg_iou_thresh: float = 0.5
+    anchors: Tensor | HasBoxes, boxes: Tensor | Sequence[Tensor], high_threshold: float = 0.5
 ) -> float:
     r"""Share of ground-truth boxes that some anchor matches as foreground.
 
@@ -320,7 +320,7 @@ def anchor_coverage(
         \mathrm{coverage} = \frac{1}{M} \sum_{j=1}^{M}
         \mathbb{1}\Big[\max_i \mathrm{IoU}(a_i, g_j) \ge t\Big]
 
-    with :math:`t` = ``fg_iou_thresh`` (the matcher's foreground threshold, 0.5 in the
+    with :math:`t` = ``high_threshold`` (the matcher's foreground threshold, 0.5 in the
     paper). Low-quality matches, which give every box its best anchor anyway, are not
     counted: the number says how many boxes get a proper positive anchor. Works for any
     anchor generator (pass its ``(N, 4)`` anchors for one image size); memory-bounded
@@ -333,24 +333,24 @@ def anchor_coverage(
     Args:
         anchors: ``(N, 4)`` anchors, or an object with a ``.boxes`` ``(N, 4)`` tensor.
         boxes: Ground truth: one ``(M, 4)`` tensor or a list of per-image tensors.
-        fg_iou_thresh: Foreground IoU threshold :math:`t \in (0, 1]`.
+        high_threshold: Foreground IoU threshold :math:`t \in (0, 1]`.
 
     Returns:
         Coverage in ``[0, 1]``; ``nan`` when there are no boxes (nothing to cover).
 
     Raises:
         TypeError: Non-tensor or non-float input.
-        ValueError: Bad shapes or ``fg_iou_thresh`` outside ``(0, 1]``.
+        ValueError: Bad shapes or ``high_threshold`` outside ``(0, 1]``.
 
     Example:
         >>> anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
         >>> gt = torch.tensor([[0.0, 0.0, 10.0, 12.0],    # IoU 0.83 with the first anchor
         ...                    [20.0, 20.0, 30.0, 30.0],  # IoU 0.25 at best
         ...                    [22.0, 22.0, 40.0, 40.0]]) # IoU 0.81
-        >>> round(anchor_coverage(anchors, gt), 4), anchor_coverage(anchors, gt, fg_iou_thresh=0.2)
+        >>> round(anchor_coverage(anchors, gt), 4), anchor_coverage(anchors, gt, high_threshold=0.2)
         (0.6667, 1.0)
     """
-    t = check_number("anchor_coverage", "fg_iou_thresh", fg_iou_thresh, low=0.0, high=1.0, low_open=True)
+    t = check_number("anchor_coverage", "high_threshold", high_threshold, low=0.0, high=1.0, low_open=True)
     best = best_anchor_iou(anchors, boxes)
     if best.numel() == 0:
         return math.nan
