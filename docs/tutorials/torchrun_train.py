@@ -62,6 +62,7 @@ def main() -> None:
             f"{config.batch_size * world_size} images in {result.seconds:.0f} s"
         )
     if dist.is_initialized():
+        dist.barrier()  # no process leaves while another is still in a collective
         dist.destroy_process_group()
 
 
