@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -20,14 +20,20 @@ from focal_detect.engine.checkpoint import (
 )
 from focal_detect.engine.rng import get_rng_state, set_rng_state
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "Stateful"]
 
 # Keys a training checkpoint must hold to be resumed.
 _TRAIN_KEYS = ("step", "model", "optimizer", "scheduler", "rng", "data", "history")
 
 
+@runtime_checkable
 class Stateful(Protocol):
-    """What a checkpoint saves and restores besides the model: an optimizer or scheduler."""
+    """What a checkpoint saves and restores besides the model: an optimizer or scheduler.
+
+    Example:
+        >>> isinstance(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), Stateful)
+        True
+    """
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -85,6 +91,7 @@ class Checkpointer:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         fn = "Checkpointer"
+        #: The checkpoint file.
         self.path = os.fspath(path)
         self.data = {
             "seed": int(check_number(fn, "seed", seed, low=0)),
@@ -103,11 +110,11 @@ class Checkpointer:
         return step == stop or (self.every > 0 and step % self.every == 0)
 
     def exists(self) -> bool:
-        """Whether there is something at :attr:`path` (a valid file or not)."""
+        """Whether there is something at ``path`` (a valid file or not)."""
         return os.path.lexists(self.path)
 
     def remove_stale_temporaries(self) -> list[str]:
-        """Remove the temporaries of :attr:`path` left by killed writers; their names."""
+        """Remove the temporaries of ``path`` left by killed writers; their names."""
         return _remove_stale_temporaries(self.path)
 
     def save(
@@ -145,7 +152,7 @@ class Checkpointer:
     def restore(
         self, model: nn.Module, optimizer: Stateful, scheduler: Stateful
     ) -> tuple[int, list[dict[str, float]]]:
-        """Load :attr:`path` into the model, optimizer, scheduler and RNGs; ``(step, history)``.
+        """Load ``path`` into the model, optimizer, scheduler and RNGs; ``(step, history)``.
 
         Everything is checked before anything changes: a file that does not fit this
         run raises :class:`~focal_detect.engine.CheckpointError` and leaves the model,
