@@ -67,8 +67,12 @@ checks it).
 *Teardown.* :func:`train` drops its DDP wrapper and, under DDP, ends with a barrier, so
 every process leaves it after process 0's last checkpoint, metric file and plot, and
 none is left inside a collective. After your own collectives, call
-:func:`torch.distributed.barrier` before :func:`torch.distributed.destroy_process_group`
-(the torchrun tutorial does).
+:func:`torch.distributed.barrier` before :func:`torch.distributed.destroy_process_group`.
+Import ``torch._dynamo`` *before* :func:`torch.distributed.init_process_group`:
+DDP imports it, and imported while a process group exists it keeps a reference to
+that group (torch 2.13), so ``destroy_process_group`` cannot free it and gloo's worker
+threads run on into interpreter shutdown, where a thread that touches Python aborts
+the process. ``focal-detect train`` and the torchrun tutorial do both.
 
 *Host-sync policy.* The loop reads values from the device only where it must:
 
