@@ -31,7 +31,7 @@ TINY = os.environ.get("FOCAL_DETECT_TUTORIAL_TINY") == "1"
 def main() -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
-        # DDP imports torch._dynamo, which (torch 2.13) keeps a reference to a process
+        # DDP imports torch._dynamo, which (torch 2.13.0) keeps a reference to a process
         # group that exists when it is first imported: destroy_process_group() would then
         # leave gloo's threads running into interpreter shutdown. Import it first.
         importlib.import_module("torch._dynamo")

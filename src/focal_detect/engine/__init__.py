@@ -70,7 +70,7 @@ none is left inside a collective. After your own collectives, call
 :func:`torch.distributed.barrier` before :func:`torch.distributed.destroy_process_group`.
 Import ``torch._dynamo`` *before* :func:`torch.distributed.init_process_group`:
 DDP imports it, and imported while a process group exists it keeps a reference to
-that group (torch 2.13), so ``destroy_process_group`` cannot free it and gloo's worker
+that group (torch 2.13.0), so ``destroy_process_group`` cannot free it and gloo's worker
 threads run on into interpreter shutdown, where a thread that touches Python aborts
 the process. ``focal-detect train`` and the torchrun tutorial do both.
 
