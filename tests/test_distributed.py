@@ -12,6 +12,7 @@ BatchNorm (as the paper); trainable BatchNorm would need SyncBatchNorm to match.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 
@@ -55,6 +56,7 @@ def _config(out: str, batch_size: int) -> TrainConfig:
 
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
+    importlib.import_module("torch._dynamo")  # before the group exists (see focal_detect.engine, Teardown)
     torch.distributed.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
     )
@@ -66,6 +68,21 @@ def _worker(rank: int, port: int, out: str) -> None:
                 torch.save(model.state_dict(), os.path.join(out, f"ddp_{distributed}.pt"))
     finally:
         torch.distributed.destroy_process_group()
+    # Teardown: with nothing left holding the group, destroying it joins gloo's threads,
+    # so none runs on into interpreter shutdown (the torchrun tutorial's SIGABRT flake).
+    with open(os.path.join(out, f"threads_{rank}.txt"), "w") as f:
+        f.write("\n".join(_thread_names()))
+
+
+def _thread_names() -> list[str]:
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names
 
 
 def _free_port() -> int:
@@ -88,6 +105,11 @@ def test_ddp_update_equals_single_process_update_on_the_combined_batch(tmp_path,
         if "address already in use" not in str(e).lower():
             raise
         mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+
+    if os.path.isdir("/proc/self/task"):  # Linux
+        for rank in range(WORLD):
+            left = (tmp_path / f"threads_{rank}.txt").read_text().split("\n")
+            assert not [t for t in left if "gloo" in t], left
 
     init = _model(False).state_dict()
     single = _model(False)  # no all-reduce in one process

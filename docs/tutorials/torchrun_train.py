@@ -15,6 +15,7 @@ trains a tiny model for 2 steps.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -30,6 +31,10 @@ TINY = os.environ.get("FOCAL_DETECT_TUTORIAL_TINY") == "1"
 def main() -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
+        # DDP imports torch._dynamo, which (torch 2.13.0) keeps a reference to a process
+        # group that exists when it is first imported: destroy_process_group() would then
+        # leave gloo's threads running into interpreter shutdown. Import it first.
+        importlib.import_module("torch._dynamo")
         if torch.cuda.is_available():  # one GPU per process, NCCL between them
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group("nccl")
@@ -61,6 +66,7 @@ def main() -> None:
             f"{config.batch_size * world_size} images in {result.seconds:.0f} s"
         )
     if dist.is_initialized():
+        dist.barrier()  # no process leaves while another is still in a collective
         dist.destroy_process_group()
 
 

@@ -333,7 +333,7 @@ def draw_detections(
     arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     pil = Image.fromarray(arr)
     if scale != 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(pil)
     palette = [
         (230, 25, 75),
