@@ -74,7 +74,9 @@ def _cfg(out, **kw) -> TrainConfig:
 def _tiny_factory():
     from focal_detect.models import RetinaNet, RetinaNetConfig
 
-    return RetinaNet(RetinaNetConfig.tiny(num_classes=5, frozen_bn=False, size_divisible=32))
+    return RetinaNet(
+        RetinaNetConfig.preset("tiny", 5, backbone={"frozen_bn": False}, transform={"size_divisible": 32})
+    )
 
 
 def test_one_seed_fixes_initial_weights_data_order_and_augmentation(tmp_path) -> None:

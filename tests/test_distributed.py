@@ -34,7 +34,9 @@ def _model(distributed: bool):
     from focal_detect.models import RetinaNet, RetinaNetConfig
 
     torch.manual_seed(0)
-    return RetinaNet(RetinaNetConfig.tiny(num_classes=5, size_divisible=32, distributed=distributed))
+    return RetinaNet(
+        RetinaNetConfig.preset("tiny", 5, transform={"size_divisible": 32}, loss={"distributed": distributed})
+    )
 
 
 def _config(out: str, batch_size: int) -> TrainConfig:

@@ -149,7 +149,9 @@ def _tiny_model(seed: int = 0):
 
     torch.manual_seed(seed)
     # Trainable BatchNorm so the running statistics (buffers) must be restored too.
-    return RetinaNet(RetinaNetConfig.tiny(num_classes=5, frozen_bn=False, size_divisible=32))
+    return RetinaNet(
+        RetinaNetConfig.preset("tiny", 5, backbone={"frozen_bn": False}, transform={"size_divisible": 32})
+    )
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path) -> None:
