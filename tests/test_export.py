@@ -24,6 +24,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+pytestmark = pytest.mark.export  # tracing is slow: `python -m pytest -m export` (CI runs it)
+
 from focal_detect.cli import build_model
 from focal_detect.models import (
     RetinaNet,
