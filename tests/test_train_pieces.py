@@ -213,3 +213,11 @@ def test_window_check_stops_at_the_next_read_without_writing_a_checkpoint(tmp_pa
         train(Toy(nan_at=6), DATA, _cfg(tmp_path / "b", checkpoint_every=2))
     with pytest.raises(ValueError, match="nonfinite_check must be one of"):
         TrainConfig(nonfinite_check="never")
+
+
+def test_progress_bar_shows_no_loss_before_the_first_logged_window(tmp_path, capsys) -> None:
+    pytest.importorskip("tqdm")
+    train(Toy(), DATA, _cfg(tmp_path, progress=True))
+    err = capsys.readouterr().err
+    assert "loss=nan" not in err
+    assert "loss=" in err  # shown once the first window (4 steps) is read

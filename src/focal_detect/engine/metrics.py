@@ -161,9 +161,10 @@ class _Progress:
         if row is not None:
             self._loss = row.get("loss", self._loss)
         self._bar.update(1)
-        self._bar.set_postfix(
-            loss=f"{self._loss:.4f}", lr=f"{lr:.2e}", img_s=f"{self._rate:.1f}", refresh=False
-        )
+        shown = {"lr": f"{lr:.2e}", "img_s": f"{self._rate:.1f}"}
+        if not math.isnan(self._loss):  # no loss is shown before the first logged window
+            shown = {"loss": f"{self._loss:.4f}", **shown}
+        self._bar.set_postfix(shown, refresh=False)
 
     def close(self) -> None:
         self._bar.close()
