@@ -215,9 +215,17 @@ def test_window_check_stops_at_the_next_read_without_writing_a_checkpoint(tmp_pa
         TrainConfig(nonfinite_check="never")
 
 
-def test_progress_bar_shows_no_loss_before_the_first_logged_window(tmp_path, capsys) -> None:
-    pytest.importorskip("tqdm")
+def test_progress_bar_shows_no_loss_before_the_first_logged_window(tmp_path, monkeypatch) -> None:
+    tqdm_auto = pytest.importorskip("tqdm.auto")
+    shown: list[dict] = []
+
+    class Recording(tqdm_auto.tqdm):  # type: ignore[misc, name-defined]
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            shown.append(dict(ordered_dict or {}, **kwargs))
+            return super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+    monkeypatch.setattr(tqdm_auto, "tqdm", Recording)
     train(Toy(), DATA, _cfg(tmp_path, progress=True))
-    err = capsys.readouterr().err
-    assert "loss=nan" not in err
-    assert "loss=" in err  # shown once the first window (4 steps) is read
+    assert len(shown) == 8
+    assert all("loss" not in p for p in shown[:3]), shown[:3]  # nothing read yet
+    assert all(p["loss"] != "nan" for p in shown[3:]) and "loss" in shown[3]  # read at step 4
