@@ -4,9 +4,10 @@ Skipped without the ``export`` extra (onnx, onnxscript, onnxruntime). One export
 model (module-scoped fixtures): the demo configuration, and a width-reduced ResNet-50
 with the torchvision_v1 settings (anchors, P6 from P5, padding to 32, 300 detections,
 resizing on). Both get a raised classifier bias so that thousands of scores pass 0.05
-and NMS and the cap have work to do. Boxes are compared within 1e-3 px, in order:
-with random continuous logits no two kept scores tie (the test checks it), so the
-tie-order freedom documented in ``focal_detect.models.export`` does not arise.
+and NMS and the cap have work to do. Boxes are compared within 1e-3 px, in order,
+except inside runs of scores equal to within the backends' float32 difference
+(``SCORE_ATOL``), whose order is free (documented in ``focal_detect.models.export``;
+with thousands of random scores a pair 1e-6 apart does occur and swapped once in CI).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def _informative(model: RetinaNet, bias: float, seed: int) -> RetinaNet:
     return model
 
 
+#: onnxruntime's and ATen's float32 convolutions round differently: scores agree to this.
+SCORE_ATOL = 1e-5
+
+
 def _session(path: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -73,12 +78,13 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
         ref_scores = ref["scores"].numpy()
         ref_labels, ref_boxes = ref["labels"].numpy(), ref["boxes"].numpy()
         got_labels, got_boxes, got_scores = labels[b, :n].copy(), boxes[b, :n].copy(), scores[b, :n].copy()
-        # Runs of exactly equal eager scores have no specified order (tie-order freedom,
-        # documented): order each such run by (label, x1, y1) on both sides.
+        # Runs of eager scores equal to within the two backends' float32 difference
+        # (SCORE_ATOL) have no specified order (tie-order freedom, documented): order each
+        # such run by (label, x1, y1) on both sides.
         start = 0
         while start < n:
             end = start
-            while end + 1 < n and ref_scores[end + 1] == ref_scores[start]:
+            while end + 1 < n and ref_scores[end] - ref_scores[end + 1] <= SCORE_ATOL:
                 end += 1
             if end > start:
                 for lab, bx, sc in ((ref_labels, ref_boxes, None), (got_labels, got_boxes, got_scores)):
@@ -90,7 +96,7 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
             start = end + 1
         np.testing.assert_array_equal(got_labels, ref_labels)
         np.testing.assert_allclose(got_boxes, ref_boxes, rtol=0, atol=1e-3)
-        np.testing.assert_allclose(got_scores, ref_scores, rtol=0, atol=1e-5)  # float32 convs
+        np.testing.assert_allclose(got_scores, ref_scores, rtol=0, atol=SCORE_ATOL)
         # Padding rows.
         assert (labels[b, n:] == -1).all() and (scores[b, n:] == 0).all() and (boxes[b, n:] == 0).all()
         total += n
