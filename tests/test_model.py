@@ -354,10 +354,12 @@ def test_replace_merges_a_mapping_into_its_group_and_keeps_the_rest() -> None:
     assert cfg.backbone == base.backbone and cfg.num_classes == 3
     assert RetinaNetConfig.from_dict(cfg.to_dict()) == cfg
     # Lists (TOML / JSON) become tuples: the same config however it was written.
-    listed = base.replace(anchors={"strides": [8, 16, 32, 64, [128, 96]]}, transform={"min_size": [600, 800]})
-    assert listed.anchors.strides == (8, 16, 32, 64, (128, 96)) and listed.transform.min_size == (600, 800)
+    listed = base.replace(
+        anchors={"strides": [8, 16, 32, 64, [128, 128]]}, transform={"min_size": [600, 800]}
+    )
+    assert listed.anchors.strides == (8, 16, 32, 64, (128, 128)) and listed.transform.min_size == (600, 800)
     assert hash(listed) == hash(
-        base.replace(anchors={"strides": (8, 16, 32, 64, (128, 96))}, transform={"min_size": (600, 800)})
+        base.replace(anchors={"strides": (8, 16, 32, 64, (128, 128))}, transform={"min_size": (600, 800)})
     )
 
 
@@ -425,7 +427,7 @@ def test_every_config_field_reaches_the_built_model() -> None:
             "sizes": (16, 32, 64, 128, 256),
             "scales": (1.0, 2.0),
             "ratios": (1.0,),
-            "strides": (8, 16, 32, 64, (128, 64)),
+            "strides": (8, 16, 32, 64, (128, 128)),
             "offset": 0.25,
             "order": "ratio-major",
             "derive_strides": True,
@@ -449,6 +451,7 @@ def test_every_config_field_reaches_the_built_model() -> None:
     gen = model.anchor_generator
     assert gen.num_anchors_per_location == 2 and model.head.num_anchors == 2
     assert (gen.convention, gen.offset, gen.derive_strides) == ("detectron2", 0.25, True)
+    assert gen.strides == (8, 16, 32, 64, 128)  # the pair (128, 128) is stored as its square stride
     assert gen.cell_anchors(0).shape == (2, 4)
     assert tuple(model.box_coder.weights) == (10.0, 10.0, 5.0, 5.0)
     assert (model.box_coder.clamp, model.box_coder.symmetric_clamp) == (3.0, True)
@@ -927,6 +930,10 @@ def test_config_rejects_bad_matching_and_stride_settings() -> None:
         (
             {"anchors": {"strides": (8, 16, 32, 64, (128, 0))}},
             r"anchors: settings must make an AnchorGenerator.*must be positive",
+        ),
+        (  # a valid generator, but its anchors would not sit on the model's P3-P7 maps
+            {"anchors": {"strides": (8, 16, 32, 64, (128, 64))}},
+            r"anchors: strides must be the pyramid's \(8, 16, 32, 64, 128\) on both axes",
         ),
     ]:
         with pytest.raises(ValueError, match="RetinaNetConfig." + match):

@@ -227,6 +227,16 @@ class RetinaNetConfig:
                 f"{_PREFIX}.head: channels must be a multiple of 32 with use_group_norm, "
                 f"got {self.channels_for_head}"
             )
+        strides = self.anchors.strides
+        if strides is not None and [(s, s) if isinstance(s, int) else tuple(s) for s in strides] != [
+            (2**level, 2**level) for level in range(3, 8)
+        ]:
+            # The anchors must sit on the FPN's P3-P7 maps, whose strides are fixed.
+            raise ValueError(
+                f"{_PREFIX}.anchors: strides must be the pyramid's (8, 16, 32, 64, 128) on both axes, "
+                "the strides of the model's P3-P7 maps (derive_strides=True gives torchvision's "
+                f"per-batch strides), got {strides!r}"
+            )
 
     @property
     def channels_for_head(self) -> int:

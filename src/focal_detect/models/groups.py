@@ -201,7 +201,8 @@ class AnchorConfig:
         scales: Octave scales.
         ratios: Aspect ratios.
         strides: Nominal per-level strides; an entry is an int or a
-            ``(stride_h, stride_w)`` pair.
+            ``(stride_h, stride_w)`` pair. In a :class:`~focal_detect.models.RetinaNet` they
+            must be the P3–P7 maps' own, ``(8, 16, 32, 64, 128)`` on both axes (checked).
         offset: Anchor centre inside a cell as a fraction of the stride (``None``:
             the convention's).
         order: Cell-anchor order, ``"ratio-major"`` or ``"scale-major"`` (``None``:
