@@ -58,8 +58,9 @@ def _informative(model: RetinaNet, bias: float, seed: int) -> RetinaNet:
     return model
 
 
-#: onnxruntime's and ATen's float32 convolutions round differently: scores agree to this.
-SCORE_ATOL = 1e-5
+#: onnxruntime's and ATen's float32 convolutions round differently: scores agree to this
+#: (measured up to 1.5e-5 on the demo model's raised-bias scores near 0.5, in CI).
+SCORE_ATOL = 5e-5
 
 
 def _session(path: str) -> ort.InferenceSession:
@@ -105,6 +106,7 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    torch.manual_seed(0)  # module fixtures run before conftest's per-test seed
     model = _informative(build_model(4, "demo"), bias=BIAS, seed=0)
     path = export_onnx(
         model, tmp_path_factory.mktemp("onnx") / "demo.onnx", metadata={"class_names": json.dumps(NAMES)}
@@ -132,6 +134,7 @@ def r50(tmp_path_factory):
         fpn={"channels": 32},
         transform={"min_size": R50_MIN, "max_size": R50_MAX},
     )
+    torch.manual_seed(1)
     model = _informative(RetinaNet(cfg), bias=BIAS, seed=1)
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "r50.onnx")
     return model, path

@@ -229,3 +229,45 @@ def test_progress_bar_shows_no_loss_before_the_first_logged_window(tmp_path, mon
     assert len(shown) == 8
     assert all("loss" not in p for p in shown[:3]), shown[:3]  # nothing read yet
     assert all(p["loss"] != "nan" for p in shown[3:]) and "loss" in shown[3]  # read at step 4
+
+
+class Recorder(Toy):
+    """Toy that keeps the images of every step (to see the augmentation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images, targets):
+        self.seen.append(torch.stack([im.detach().clone() for im in images]))
+        return super().forward(images, targets)
+
+
+def test_train_config_augment_switches_the_small_data_augmentation_on(tmp_path) -> None:
+    plain, flip_only, jittered = Recorder(), Recorder(), Recorder()
+    train(plain, DATA, _cfg(tmp_path / "a"))
+    train(flip_only, DATA, _cfg(tmp_path / "b", augment={}))
+    train(jittered, DATA, _cfg(tmp_path / "c", augment={"photometric": 0.8, "scale_jitter": [0.6, 1.4]}))
+    # {} is the flip alone (here hflip=0): the very same samples as no augment setting.
+    assert all(torch.equal(a, b) for a, b in zip(plain.seen, flip_only.seen))
+    assert not all(torch.equal(a, c) for a, c in zip(plain.seen, jittered.seen))
+    assert all(
+        c.shape == a.shape and 0.0 <= float(c.min()) <= float(c.max()) <= 1.0
+        for a, c in zip(plain.seen, jittered.seen)
+    )
+    assert _cfg(tmp_path, augment={"scale_jitter": [0.5, 1.5]}).augment == {"scale_jitter": (0.5, 1.5)}
+
+
+@pytest.mark.parametrize(
+    ("augment", "match"),
+    [
+        ({"zoom": 2.0}, r"TrainConfig: augment must be valid build_augmentation settings: .*'zoom'"),
+        ({"hflip": 0.2}, r"TrainConfig: augment must not set 'hflip'"),
+        ({"photometric": 3.0}, r"TrainConfig: augment must be valid .*photometric"),
+    ],
+)
+def test_train_config_rejects_bad_augment_settings(tmp_path, augment, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        _cfg(tmp_path, augment=augment)
+    with pytest.raises(TypeError, match="TrainConfig: augment must be a dict"):
+        _cfg(tmp_path, augment=[("photometric", 0.2)])

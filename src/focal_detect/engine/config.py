@@ -47,6 +47,12 @@ class TrainConfig:
         clip_grad_norm: Clip the global gradient norm to this value (``None``: off);
             the norm before clipping is logged as ``grad_norm``.
         hflip: Horizontal-flip probability.
+        augment: Further small-data augmentation on top of the flip, as the settings
+            of :func:`~focal_detect.data.build_augmentation` (``scale_jitter``,
+            ``aspect_jitter``, ``photometric``, ``output_size``, ``min_visibility``,
+            ``fill``; e.g. ``{"scale_jitter": (0.5, 1.5), "photometric": 0.2}``);
+            ``None`` (default) is the flip alone, sample for sample as before. Seeded
+            per ``(seed, epoch, index)`` like the flip, so runs stay resumable.
         seed: Seed of the initial RNG states, data order and augmentation.
         num_workers: Data-loader worker processes.
         log_every: Log averaged metrics every this many steps (the metrics are read
@@ -93,6 +99,7 @@ class TrainConfig:
     amp: bool = False
     clip_grad_norm: float | None = None
     hflip: float = 0.5
+    augment: Mapping[str, Any] | None = None
     seed: int = 0
     num_workers: int = 0
     log_every: int = 20
@@ -120,6 +127,8 @@ class TrainConfig:
         check_number(fn, "gamma", self.gamma, low=0, high=1)
         check_number(fn, "warmup_factor", self.warmup_factor, low=0, high=1)
         check_number(fn, "hflip", self.hflip, low=0, high=1)
+        if self.augment is not None:
+            object.__setattr__(self, "augment", _augment_settings(fn, self.augment))
         if self.clip_grad_norm is not None:
             check_number(fn, "clip_grad_norm", self.clip_grad_norm, low=0, low_open=True)
         if self.dist_timeout is not None:
@@ -168,3 +177,23 @@ class TrainConfig:
         if "milestones" in kw:
             kw["milestones"] = tuple(kw["milestones"])
         return cls(**kw)
+
+
+def _augment_settings(fn: str, augment: object) -> dict[str, Any]:
+    """``augment`` as a plain dict (lists made tuples), checked by building it once."""
+    from focal_detect.data.augment import build_augmentation
+
+    if not isinstance(augment, Mapping):
+        raise TypeError(
+            f"{fn}: augment must be a dict of build_augmentation settings or None, got {augment!r}"
+        )
+    if "hflip" in augment:
+        raise ValueError(
+            f"{fn}: augment must not set 'hflip' (it is TrainConfig.hflip), got {dict(augment)!r}"
+        )
+    settings = {str(k): tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+    try:
+        build_augmentation(settings)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{fn}: augment must be valid build_augmentation settings: {e}") from None
+    return settings

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from focal_detect._checks import check_number
-from focal_detect.data.transforms import RandomHorizontalFlip, SeededAugment, collate_detection
+from focal_detect.data.augment import build_augmentation
+from focal_detect.data.transforms import SeededAugment, collate_detection
 from focal_detect.engine.checkpoint import LAST_CHECKPOINT, CheckpointError
 from focal_detect.engine.config import TrainConfig
 from focal_detect.engine.metrics import _RunLog, plot_history
@@ -349,7 +350,9 @@ def train(
     )
     step, history = _resume_or_seed(checkpointer, config, parts, run.rank)
     stop = min(config.iterations, stop_after) if stop_after is not None else config.iterations
-    aug = SeededAugment(dataset, RandomHorizontalFlip(config.hflip), seed=config.seed)
+    aug = SeededAugment(
+        dataset, build_augmentation({"hflip": config.hflip, **(config.augment or {})}), seed=config.seed
+    )
     deadline = None if time_limit_s is None else _Deadline(t_start, time_limit_s, run)
     log = _RunLog(
         history,

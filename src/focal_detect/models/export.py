@@ -32,7 +32,7 @@ Height, width and batch size are dynamic. Inputs and outputs:
 The result equals ``model(images)`` in evaluation mode (same detections, boxes
 within float32 rounding) up to two freedoms of any greedy NMS: boxes whose scores are
 equal to within float32 rounding (onnxruntime's convolutions round differently from
-ATen's, by up to about 1e-5 in a score) may come in another order, and a pair whose IoU equals the threshold to
+ATen's, by a few 1e-5 in a score) may come in another order, and a pair whose IoU equals the threshold to
 within one rounding step, or a score within one step of ``inference.score_threshold``, may be
 decided the other way (onnxruntime computes the IoU with its own formula).
 
