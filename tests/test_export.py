@@ -76,8 +76,9 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
     for b, ref in enumerate(eager):
         n = int(num[b])
         assert n == ref["boxes"].shape[0], (b, n, ref["boxes"].shape[0])
-        ref_scores = ref["scores"].numpy()
-        ref_labels, ref_boxes = ref["labels"].numpy(), ref["boxes"].numpy()
+        ref_scores = ref["scores"].numpy().copy()
+        ref_labels, ref_boxes = ref["labels"].numpy().copy(), ref["boxes"].numpy().copy()
+        sorted_scores = ref_scores.copy()  # eager order, for finding the runs
         got_labels, got_boxes, got_scores = labels[b, :n].copy(), boxes[b, :n].copy(), scores[b, :n].copy()
         # Runs of eager scores equal to within the two backends' float32 difference
         # (SCORE_ATOL) have no specified order (tie-order freedom, documented): order each
@@ -85,15 +86,13 @@ def _assert_same(onnx_out: list[np.ndarray], eager: list[dict[str, torch.Tensor]
         start = 0
         while start < n:
             end = start
-            while end + 1 < n and ref_scores[end] - ref_scores[end + 1] <= SCORE_ATOL:
+            while end + 1 < n and sorted_scores[end] - sorted_scores[end + 1] <= SCORE_ATOL:
                 end += 1
             if end > start:
-                for lab, bx, sc in ((ref_labels, ref_boxes, None), (got_labels, got_boxes, got_scores)):
+                for lab, bx, sc in ((ref_labels, ref_boxes, ref_scores), (got_labels, got_boxes, got_scores)):
                     seg = slice(start, end + 1)
                     order = np.lexsort((np.round(bx[seg, 1], 2), np.round(bx[seg, 0], 2), lab[seg]))
-                    lab[seg], bx[seg] = lab[seg][order], bx[seg][order]
-                    if sc is not None:
-                        sc[seg] = sc[seg][order]
+                    lab[seg], bx[seg], sc[seg] = lab[seg][order], bx[seg][order], sc[seg][order]
             start = end + 1
         np.testing.assert_array_equal(got_labels, ref_labels)
         np.testing.assert_allclose(got_boxes, ref_boxes, rtol=0, atol=1e-3)
