@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from focal_detect._checks import check_number, check_tensor
+from focal_detect.boxes import box_area, clip_boxes
 from focal_detect.data.transforms import RandomHorizontalFlip
 
 __all__ = [
@@ -228,10 +229,9 @@ def rescale_place(
     scale = boxes.new_tensor([sx, sy, sx, sy])
     shift = boxes.new_tensor([ox, oy, ox, oy])
     moved = boxes * scale + shift
-    upper = boxes.new_tensor([wo, ho, wo, ho])
-    clipped = torch.minimum(torch.clamp(moved, min=0), upper)
+    clipped = clip_boxes(moved, (ho, wo))
     cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    full = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    full = box_area(moved)
     visible = cw * ch
     keep = (cw >= min_size) & (ch >= min_size) & (visible >= min_visibility * full)
     out = _select_boxes(target, keep, boxes.shape[0])
