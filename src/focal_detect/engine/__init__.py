@@ -12,6 +12,12 @@ for :math:`T` iterations (the paper's 60k and 80k of 90k), a linear warmup of
 :math:`T_w` steps from factor :math:`f`; SGD with momentum 0.9 and weight decay
 :math:`10^{-4}`; horizontal flips with probability 0.5.
 
+*Time budgets.* With :attr:`TrainConfig.time_budget_s` (``focal-detect train
+--time-budget SECONDS``) the schedule runs over the fraction of the budget used instead
+of the step (:mod:`focal_detect.engine.budget`): it completes at the budget on a fast or
+a slow or a suddenly busy machine, the run stops there, and a resumed run continues the
+clock. The progress bar and the logged rows show the time left and the steps expected.
+
 *Reproducibility.* One seed, :attr:`TrainConfig.seed`, governs everything a run
 draws: the initial weights (when :func:`train` gets a model factory it calls
 :func:`seed_everything` before building it; ``focal-detect train`` and ``demo`` seed

@@ -43,6 +43,15 @@ class TrainConfig:
         schedule: ``"step"`` (paper) or ``"cosine"`` (to zero at ``iterations``).
         warmup_iters: Linear warmup length :math:`T_w`.
         warmup_factor: Starting factor :math:`f` of the warmup.
+        time_budget_s: Train for this many seconds of wall time instead of a step
+            count (``None``: off). The schedule (warmup, step or cosine decay) then runs
+            over the *fraction of the budget used* (:mod:`focal_detect.engine.budget`),
+            so it completes at the budget however fast the machine is; training stops
+            when another step would end past it, and ``iterations`` is only an upper
+            bound. Seconds used are stored in checkpoints, so a resumed run continues
+            the schedule and stops when the total reaches the budget.
+        warmup_fraction: With ``time_budget_s``: the warmup's length as a fraction of
+            the budget (``warmup_iters`` is then not used), in ``[0, 1)``.
         amp: Mixed precision: autocast to bfloat16 (CPU or GPU).
         clip_grad_norm: Clip the global gradient norm to this value (``None``: off);
             the norm before clipping is logged as ``grad_norm``.
@@ -96,6 +105,8 @@ class TrainConfig:
     schedule: str = "step"
     warmup_iters: int = 500
     warmup_factor: float = 1 / 3
+    time_budget_s: float | None = None
+    warmup_fraction: float = 0.05
     amp: bool = False
     clip_grad_norm: float | None = None
     hflip: float = 0.5
@@ -127,6 +138,11 @@ class TrainConfig:
         check_number(fn, "gamma", self.gamma, low=0, high=1)
         check_number(fn, "warmup_factor", self.warmup_factor, low=0, high=1)
         check_number(fn, "hflip", self.hflip, low=0, high=1)
+        if self.time_budget_s is not None:
+            check_number(fn, "time_budget_s", self.time_budget_s, low=0, low_open=True)
+        check_number(fn, "warmup_fraction", self.warmup_fraction, low=0, high=1)
+        if self.warmup_fraction >= 1:
+            raise ValueError(f"{fn}: warmup_fraction must be < 1, got {self.warmup_fraction!r}")
         if self.augment is not None:
             object.__setattr__(self, "augment", _augment_settings(fn, self.augment))
         if self.clip_grad_norm is not None:

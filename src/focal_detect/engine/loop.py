@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from focal_detect._checks import check_number
 from focal_detect.data.augment import build_augmentation
 from focal_detect.data.transforms import SeededAugment, collate_detection
+from focal_detect.engine.budget import BudgetClock, BudgetLR
 from focal_detect.engine.checkpoint import LAST_CHECKPOINT, CheckpointError
 from focal_detect.engine.config import TrainConfig
 from focal_detect.engine.metrics import _RunLog, plot_history
@@ -194,7 +195,7 @@ def _train_step(
 ) -> tuple[dict[str, Tensor], float]:
     """Optimizer step number ``step`` (from 1): the step's metrics (device tensors, not
     read) and the lr it ran at. With ``nonfinite_check="step"`` it reads one bool: the
-    only host sync of the step."""
+    only host sync of the step. The caller steps the scheduler."""
     device_type = images[0].device.type if images else "cpu"
     autocast_device = device_type if device_type in ("cpu", "cuda") else "cpu"
     with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=config.amp):
@@ -215,7 +216,6 @@ def _train_step(
         metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.clip_grad_norm)
     lr = float(parts.optimizer.param_groups[0]["lr"])
     parts.optimizer.step()
-    parts.scheduler.step()
     return metrics, lr
 
 
@@ -233,6 +233,15 @@ class _Deadline:
         flag = torch.tensor(float(over), device=self.device)
         torch.distributed.broadcast(flag, src=0)
         return bool(flag)
+
+
+def _budget_clock(config: TrainConfig, parts: _Parts, run: _Run, t_start: float) -> BudgetClock | None:
+    """The clock of ``config.time_budget_s``, continuing a resumed run's seconds."""
+    if config.time_budget_s is None:
+        return None
+    before = cast(BudgetLR, parts.scheduler).elapsed_s
+    device = run.device if run.device.type == "cuda" else torch.device("cpu")
+    return BudgetClock(config.time_budget_s, t_start, before, run.world, device)
 
 
 def _epoch_loader(aug: SeededAugment, config: TrainConfig, run: _Run, step: int) -> DataLoader:
@@ -259,12 +268,20 @@ def _run_steps(
     step: int,
     stop: int,
     deadline: _Deadline | None,
+    clock: BudgetClock | None,
 ) -> int:
-    """Train from ``step`` to ``stop`` (earlier if the deadline passes); the last step."""
+    """Train from ``step`` to ``stop`` (earlier if the deadline passes or the time
+    budget is used up); the last step."""
     while step < stop:
         for images, targets in _epoch_loader(aug, config, run, step):
             metrics, lr = _train_step(parts, *_to_device(images, targets, run.device), config, step + 1)
             step += 1
+            if clock is not None:
+                elapsed, spent = clock.after_step(step)
+                cast(BudgetLR, parts.scheduler).advance(elapsed)
+                if spent:
+                    stop = step
+            parts.scheduler.step()
             if deadline is not None and step < stop and deadline.passed():
                 stop = step
             log.record(metrics, lr)
@@ -354,6 +371,9 @@ def train(
         dataset, build_augmentation({"hflip": config.hflip, **(config.augment or {})}), seed=config.seed
     )
     deadline = None if time_limit_s is None else _Deadline(t_start, time_limit_s, run)
+    clock = _budget_clock(config, parts, run, t_start)
+    if clock is not None and clock.remaining() <= 0:
+        stop = step  # a resumed run whose budget is already used up
     log = _RunLog(
         history,
         folder=run.out_dir,
@@ -365,6 +385,7 @@ def train(
         t_start=t_start,
         callback=callback,
         progress=(config.iterations, step) if config.progress and run.rank == 0 else None,
+        clock=clock,
     )
     if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -373,7 +394,7 @@ def train(
         parts.wrapped = DistributedDataParallel(model, device_ids=ids)
     model.train()
     try:
-        step = _run_steps(run, config, parts, aug, log, checkpointer, step, stop, deadline)
+        step = _run_steps(run, config, parts, aug, log, checkpointer, step, stop, deadline, clock)
     finally:
         log.close()
         parts.wrapped = model  # drop the DDP wrapper (and its reducer) before returning

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from focal_detect._checks import check_number
+from focal_detect.engine.budget import BudgetClock
 
 __all__ = ["MetricWindow", "plot_history"]
 
@@ -144,10 +145,15 @@ class _MetricsFiles:
 class _Progress:
     """A tqdm bar of the steps with the last logged loss, the lr and a smoothed image rate."""
 
-    def __init__(self, total: int, initial: int, images_per_step: int) -> None:
+    def __init__(
+        self, total: int, initial: int, images_per_step: int, clock: BudgetClock | None = None
+    ) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+        self._clock = clock
+        self._bar = tqdm(
+            total=None if clock is not None else total, initial=initial, desc="train", dynamic_ncols=True
+        )
         self._images = images_per_step
         self._t = time.perf_counter()
         self._rate: float | None = None
@@ -160,8 +166,11 @@ class _Progress:
         self._t = now
         if row is not None:
             self._loss = row.get("loss", self._loss)
-        self._bar.update(1)
         shown = {"lr": f"{lr:.2e}", "img_s": f"{self._rate:.1f}"}
+        if self._clock is not None:  # the bar's total is the step count expected at the budget
+            self._bar.total = self._clock.expected_steps(self._bar.n + 1)
+            shown["left"] = f"{self._clock.remaining():.0f}s"
+        self._bar.update(1)
         if not math.isnan(self._loss):  # no loss is shown before the first logged window
             shown = {"loss": f"{self._loss:.4f}", **shown}
         self._bar.set_postfix(shown, refresh=False)
@@ -175,7 +184,8 @@ class _RunLog:
 
     :meth:`record` (every step) queues device work only; :meth:`flush` (every
     ``log_every`` steps and at the end) reads the window once and appends a row
-    ``{"step", "epoch", "lr", <means>, "images_per_s", "time_s"}`` to the history.
+    ``{"step", "epoch", "lr", <means>, "images_per_s", "time_s"}`` to the history (with a
+    time budget also ``"time_left_s"`` and ``"expected_steps"``).
     """
 
     def __init__(
@@ -191,6 +201,7 @@ class _RunLog:
         t_start: float,
         callback: Callable[[int, dict[str, float]], None] | None = None,
         progress: tuple[int, int] | None = None,
+        clock: BudgetClock | None = None,
     ) -> None:
         self.history = history
         self.window = MetricWindow(world_size)
@@ -199,7 +210,10 @@ class _RunLog:
         self._check_window = check_window
         self._t_start = self._t_window = t_start
         self._callback = callback
-        self._progress = None if progress is None else _Progress(*progress, images_per_step=global_batch)
+        self._clock = clock
+        self._progress = (
+            None if progress is None else _Progress(*progress, images_per_step=global_batch, clock=clock)
+        )
         self._lr = float("nan")
 
     def record(self, metrics: Mapping[str, Tensor], lr: float) -> None:
@@ -223,6 +237,9 @@ class _RunLog:
         row.update(means)
         row["images_per_s"] = n * self._global_batch / max(now - self._t_window, 1e-9)
         row["time_s"] = now - self._t_start
+        if self._clock is not None:
+            row["time_left_s"] = self._clock.remaining()
+            row["expected_steps"] = float(self._clock.expected_steps(step))
         self.history.append(row)
         if self._files is not None:
             self._files.write(self.history)

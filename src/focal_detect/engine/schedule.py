@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from focal_detect._checks import check_choice
+from focal_detect.engine.budget import BudgetLR, FractionSchedule
 from focal_detect.engine.config import TrainConfig
 
 __all__ = ["WarmupMultiStep", "make_scheduler"]
@@ -72,11 +73,14 @@ class WarmupMultiStep:
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """The :class:`~torch.optim.lr_scheduler.LambdaLR` of ``config``'s schedule.
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The scheduler of ``config``'s schedule.
 
     Stepped once after every optimizer step, so step :math:`t` (counted from 0) runs
-    at ``base_lr * WarmupMultiStep(...)(t)``.
+    at ``base_lr * WarmupMultiStep(...)(t)`` (a
+    :class:`~torch.optim.lr_scheduler.LambdaLR`). With ``config.time_budget_s`` it is a
+    :class:`~focal_detect.engine.budget.BudgetLR` over the fraction of the budget used
+    (``milestones``, ``gamma``, ``warmup_fraction``, ``warmup_factor``, ``schedule``).
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -87,6 +91,11 @@ def make_scheduler(
         >>> lrs
         [0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001]
     """
+    if config.time_budget_s is not None:
+        fractions = FractionSchedule(
+            config.milestones, config.gamma, config.warmup_fraction, config.warmup_factor, config.schedule
+        )
+        return BudgetLR(optimizer, fractions, config.time_budget_s)
     schedule = WarmupMultiStep(
         config.iterations,
         config.milestone_steps,
