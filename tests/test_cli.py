@@ -254,30 +254,21 @@ def test_installed_console_script_loads_the_cli_entry_point() -> None:
     assert found[0].load() is main
 
 
-def test_calibration_fits_the_step_count_to_the_budget(capsys) -> None:
-    from focal_detect._demo import _calibrate_iterations
+def test_calibration_chooses_threads_and_estimates_the_steps(capsys) -> None:
+    from focal_detect._demo import _calibrate
     from focal_detect.data import SyntheticShapes
 
     threads = torch.get_num_threads()
     ds = SyntheticShapes(num_images=8, image_size=32, seed=0, cache=True)
     settings = {"time_budget_s": 1e-6, "batch_size": 2, "amp": False, "max_iterations": 500}
+    model = build_model(5, "tiny", transform={"size_divisible": 32})
     try:
-        assert (
-            _calibrate_iterations(build_model(5, "tiny", transform={"size_divisible": 32}), ds, settings)
-            == 50
-        )  # floor
-        assert (
-            _calibrate_iterations(
-                build_model(5, "tiny", transform={"size_divisible": 32}),
-                ds,
-                {**settings, "time_budget_s": 1e6},
-            )
-            == 500
-        )  # cap
+        assert _calibrate(model, ds, settings, choose=True) == 1  # floor
+        assert _calibrate(model, ds, {**settings, "time_budget_s": 1e6}, choose=True) == 500  # cap
         assert torch.get_num_threads() in {1, threads}
     finally:
         torch.set_num_threads(threads)
-    assert "steps fit the" in capsys.readouterr().out
+    assert "steps expected in the" in capsys.readouterr().out
 
 
 def test_model_table_groups_and_deprecated_flat_keys() -> None:

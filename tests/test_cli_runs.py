@@ -188,3 +188,37 @@ def test_dist_timeout_reaches_init_process_group(config, tmp_path, monkeypatch, 
     assert "stop here" in capsys.readouterr().err
     assert _train(config, tmp_path / "r", "--dist-timeout", "0") == 2
     assert "dist_timeout must be in" in capsys.readouterr().err
+
+
+def test_train_auto_with_a_time_budget_prints_coverage_and_time_left(tmp_path, capsys) -> None:
+    from focal_detect.data import SyntheticShapes, export_coco
+
+    threads = torch.get_num_threads()
+    export_coco(SyntheticShapes(num_images=8, image_size=64, seed=0), tmp_path / "data")
+    args = [
+        "train",
+        "--train-images", str(tmp_path / "data" / "images"),
+        "--train-annotations", str(tmp_path / "data" / "annotations.json"),
+        "--preset", "auto",
+        "--time-budget", "6",
+        "--batch-size", "2",
+        "--log-every", "1",
+        "--output-dir", str(tmp_path / "run"),
+        "--no-progress",
+    ]  # fmt: skip
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)  # the calibration may have chosen one thread
+    out = capsys.readouterr().out
+    assert "anchor coverage:" in out and "auto: anchor sizes" in out
+    assert "steps expected in 6 s" in out  # the calibration's estimate
+    assert " s left, about " in out  # the reports during the run
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
+    assert ckpt["train_config"]["optimizer"] == "adamw"  # the auto recipe
+    assert ckpt["train_config"]["time_budget_s"] == 6.0
+    assert ckpt["scheduler"]["elapsed_s"] <= 6.5
+    from focal_detect.models import load_model
+
+    model, _ = load_model(tmp_path / "run" / "model_final.pt")
+    assert model.config.anchors.offset == 0.5  # the fitted anchors travel with the model

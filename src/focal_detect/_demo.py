@@ -1,15 +1,17 @@
 r"""The pieces of ``focal-detect demo`` (:mod:`focal_detect.cli` runs them).
 
 Trains a small CPU RetinaNet (the ``"demo"`` preset) on the synthetic shapes set for a
-time budget and reports COCO AP on held-out images; the step count is fitted to the
-budget by timing a few steps first (:func:`_calibrate_iterations`).
+time budget and reports COCO AP on held-out images. The budget is the training loop's
+own (:attr:`TrainConfig.time_budget_s <focal_detect.engine.TrainConfig.time_budget_s>`):
+the cosine schedule runs over the fraction of the budget used, so it ends at the
+budget however fast the machine is. A few timed steps first choose the thread count
+(:func:`focal_detect._calibrate.choose_threads`) and estimate the steps that will fit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import time
@@ -42,7 +44,7 @@ DEMO_TRAIN: dict[str, Any] = {
     "lr": 4e-3,
     "weight_decay": 1e-4,
     "schedule": "cosine",
-    "warmup_iters": 100,
+    "warmup_fraction": 0.05,
     "warmup_factor": 0.1,
     "clip_grad_norm": 10.0,
     "amp": True,
@@ -57,7 +59,7 @@ QUICK: dict[str, Any] = {
     "val_images": 4,
     "batch_size": 4,
     "lr": 1e-3,
-    "warmup_iters": 1,
+    "warmup_fraction": 0.0,
     "amp": False,
 }
 QUICK_ITERATIONS = 3
@@ -90,11 +92,11 @@ def _demo_deviations(cfg: RetinaNetConfig, train_cfg: Mapping[str, Any]) -> list
         f"anchor base sizes {tuple(int(s) for s in sizes)} on P3-P7, matched to "
         "objects of 8 px to most of the image (paper: 32-512 px)",
         f"{cfg.loss.box_loss} box loss (paper: smooth L1)",
-        f"{train_cfg['optimizer']} lr {train_cfg['lr']:g} with {train_cfg['warmup_iters']} warmup steps and "
-        f"{train_cfg['schedule']} decay, gradient clipping at {train_cfg['clip_grad_norm']:g}"
+        f"{train_cfg['optimizer']} lr {train_cfg['lr']:g}, warmup over {100 * train_cfg['warmup_fraction']:g} % "
+        f"and {train_cfg['schedule']} decay over a {train_cfg['time_budget_s']:.0f} s time budget, "
+        f"gradient clipping at {train_cfg['clip_grad_norm']:g}"
         + (", bfloat16 autocast" if train_cfg["amp"] else "")
-        + f", batch {train_cfg['batch_size']}, as many steps as fit in "
-        f"{train_cfg['time_budget_s']:.0f} s (paper: SGD lr 0.01, momentum 0.9, step decay, batch 16, 90k steps)",
+        + f", batch {train_cfg['batch_size']} (paper: SGD lr 0.01, momentum 0.9, step decay, batch 16, 90k steps)",
     ]
 
 
@@ -122,18 +124,18 @@ def run_demo(args: argparse.Namespace) -> int:
         f"Data: synthetic {', '.join(train_ds.class_names)} (imbalanced); {len(train_ds)} training images "
         f"(seed {args.seed}), {len(val_ds)} held-out images (seed {val_seed}), {size}x{size} px"
     )
+    # An explicit --iterations (or --quick) means exactly that many steps; otherwise the
+    # run trains for the time budget.
+    budget = None
     if args.iterations:
         iterations = args.iterations
     elif args.quick:
         iterations = QUICK_ITERATIONS
     else:
-        iterations = _calibrate_iterations(model, train_ds, settings, choose_threads=not args.threads)
-    # Safety net only (the step count was fitted to the budget and the schedule assumes
-    # it): keeps the whole demo under 10 minutes if the machine slows down mid-run.
-    # An explicit --iterations means exactly that many steps.
-    limit = None if (args.quick or args.iterations) else settings["time_budget_s"] * 1.1
-    config = _demo_train_config(settings, iterations, out, args)
-    steps, t_train = _train_demo(model, train_ds, config, limit)
+        iterations, budget = settings["max_iterations"], settings["time_budget_s"]
+        _calibrate(model, train_ds, settings, choose=not args.threads)
+    config = _demo_train_config(settings, iterations, budget, out, args)
+    steps, t_train = _train_demo(model, train_ds, config)
     metrics = _evaluate_demo(model, val_ds)
     _write_json(
         os.path.join(out, "metrics.json"),
@@ -169,22 +171,26 @@ def _demo_model(num_classes: int, settings: Mapping[str, Any], quick: bool) -> R
 
 
 def _demo_train_config(
-    settings: Mapping[str, Any], iterations: int, out: str, args: argparse.Namespace
+    settings: Mapping[str, Any], iterations: int, budget: float | None, out: str, args: argparse.Namespace
 ) -> TrainConfig:
     from focal_detect.engine import TrainConfig
 
+    # A fixed step count warms up over the same share of the run as the budget does.
+    warmup_iters = int(round(settings["warmup_fraction"] * iterations))
     return TrainConfig(
         iterations=iterations,
+        time_budget_s=budget,
+        warmup_fraction=settings["warmup_fraction"],
         batch_size=settings["batch_size"],
         lr=settings["lr"],
         optimizer=settings["optimizer"],
         weight_decay=settings["weight_decay"],
         schedule=settings["schedule"],
-        warmup_iters=min(settings["warmup_iters"], iterations // 4),
+        warmup_iters=warmup_iters,
         warmup_factor=settings["warmup_factor"],
         clip_grad_norm=settings["clip_grad_norm"],
         amp=settings["amp"],
-        log_every=max(1, min(20, iterations // 10)),
+        log_every=20 if budget is not None else max(1, min(20, iterations // 10)),
         checkpoint_every=0,
         output_dir=os.path.join(out, "train"),
         seed=args.seed,
@@ -193,21 +199,22 @@ def _demo_train_config(
     )
 
 
-def _train_demo(
-    model: RetinaNet, train_ds: SyntheticShapes, config: TrainConfig, limit: float | None
-) -> tuple[int, float]:
+def _train_demo(model: RetinaNet, train_ds: SyntheticShapes, config: TrainConfig) -> tuple[int, float]:
     """Train, save ``model.pt`` next to the training folder; ``(steps, seconds)``."""
     from focal_detect.engine import train
 
-    print(f"Training {config.iterations} steps of {config.batch_size} images ...")
-    result = train(model, train_ds, config, time_limit_s=limit)
+    if config.time_budget_s is not None:
+        print(f"Training for {config.time_budget_s:.0f} s in steps of {config.batch_size} images ...")
+    else:
+        print(f"Training {config.iterations} steps of {config.batch_size} images ...")
+    result = train(model, train_ds, config)
     out = os.path.dirname(config.output_dir)
     save_model(model, os.path.join(out, "model.pt"), train_ds.class_names, train_ds.category_ids)
     t_train = result.seconds
     print(
         f"trained {result.step} steps in {t_train:.0f} s "
         f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)"
-        + ("" if result.step == config.iterations else f": stopped early by the {limit:.0f} s time limit")
+        + (f" (the {config.time_budget_s:.0f} s budget)" if config.time_budget_s is not None else "")
     )
     return result.step, t_train
 
@@ -230,66 +237,33 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _calibrate_iterations(
-    model: torch.nn.Module, dataset: _RenderedSet, settings: Mapping[str, Any], choose_threads: bool = True
+def _calibrate(
+    model: torch.nn.Module, dataset: _RenderedSet, settings: Mapping[str, Any], choose: bool
 ) -> int:
-    """Time rendering and a few training steps (on a copy), fit the step count to the budget.
+    """Choose the thread count (with ``choose``) and print the steps the budget should fit.
 
     Rendering is paid once per training image (the set is cached), a step every step:
-    ``n_steps * t_step + min(n_steps * B, n_images) * t_render = budget``. With
-    ``choose_threads`` it also times one thread against the default count and keeps the
-    faster: on a machine busy with other work, several OpenMP threads that wait for
-    each other can be several times slower than one.
+    ``n_steps * t_step + min(n_steps * B, n_images) * t_render = budget``. The estimate
+    is only printed: the run itself trains until its budget is used.
     """
-    import copy
-
+    from focal_detect._calibrate import choose_threads
     from focal_detect.data import collate_detection
 
     budget, batch = settings["time_budget_s"], settings["batch_size"]
     n_probe = min(batch, len(dataset) // 2)
-    images, targets = collate_detection([dataset[i % n_probe] for i in range(batch)])  # fills the cache
-    probe = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
-
-    def one_step() -> float:
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["amp"]):
-            loss = sum(probe(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - t
-
-    def step_time(threads: int, give_up: float = math.inf) -> float:
-        torch.set_num_threads(threads)
-        if one_step() > 3 * give_up:  # warm-up step; hopelessly slow: do not time further
-            return math.inf
-        return min(one_step(), one_step())
-
-    default = torch.get_num_threads()
-    if choose_threads and default > 1:
-        timed = {1: step_time(1)}
-        timed[default] = step_time(default, give_up=timed[1])
-    else:
-        timed = {default: step_time(default)}
-    threads = min(timed, key=timed.__getitem__)
-    torch.set_num_threads(threads)
+    probe = collate_detection([dataset[i % n_probe] for i in range(batch)])  # fills the cache
+    timing = choose_threads(model, probe, amp=settings["amp"], choose=choose)
     t = time.perf_counter()  # rendering, timed with the thread count training will use
     collate_detection([dataset[i] for i in range(n_probe, 2 * n_probe)])
     t_render = (time.perf_counter() - t) / n_probe
-    t_step = timed[threads] * 1.05  # + logging overhead
-    render_all = len(dataset) * t_render
-    n = (budget - render_all) / t_step
+    t_step = timing.step_s * 1.05  # + logging overhead
+    n = (budget - len(dataset) * t_render) / t_step
     if n * batch < len(dataset):  # fewer samples than images: not every image gets rendered
         n = budget / (t_step + batch * t_render)
-    n = int(min(settings["max_iterations"], max(50, n)))
-    per = ", ".join(
-        f"{k} thread(s) {v:.3f} s" if math.isfinite(v) else f"{k} thread(s) too slow"
-        for k, v in timed.items()
-    )
+    n = int(min(settings["max_iterations"], max(1, n)))
     print(
-        f"Calibration: {per} per step -> {threads} thread(s); {1000 * t_render:.1f} ms to render an "
-        f"image -> {n} steps fit the {budget:.0f} s training budget"
+        f"Calibration: {timing.describe()}; {1000 * t_render:.1f} ms to render an image "
+        f"-> about {n} steps expected in the {budget:.0f} s training budget"
     )
     return n
 

@@ -227,6 +227,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if "num_classes" in model_cfg:
         raise ValueError("[model] num_classes must not be set: it comes from the data")
     preset = args.preset or file_preset or "paper"
+    if preset not in PRESETS and preset != "auto":
+        raise ValueError(f"[model] preset must be one of {[*PRESETS, 'auto']}, got {preset!r}")
     train_cfg = dict(cfg.get("train", {}))
     for key in (
         "iterations",
@@ -241,9 +243,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "device",
         "seed",
         "dist_timeout",
+        "time_budget_s",
     ):
         if getattr(args, key) is not None:
             train_cfg[key] = getattr(args, key)
+    if preset == "auto":  # the recipe that goes with the auto model, where nothing else is set
+        from focal_detect.models.auto import AUTO_TRAIN
+
+        train_cfg = {**AUTO_TRAIN, **train_cfg}
+    if train_cfg.get("time_budget_s") is not None and "iterations" not in train_cfg:
+        train_cfg["iterations"] = _BUDGET_MAX_STEPS  # the budget decides; this only caps
     if args.amp:
         train_cfg["amp"] = True
     if args.resume is not None:
@@ -258,13 +267,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model_cfg["loss"] = {**model_cfg.get("loss", {}), "distributed": True}
     train_ds, val_ds = _datasets(data)
     seed_everything(config.seed)  # --seed also fixes the initial weights (the same on every rank)
-    model = build_model(train_ds.num_classes, preset, **model_cfg)
+    if preset == "auto":
+        model = _auto_model(train_ds, model_cfg, config, rank)
+    else:
+        model = build_model(train_ds.num_classes, preset, **model_cfg)
     if rank == 0:
         print(
             f"training {preset} RetinaNet on {len(train_ds)} images x {world} process(es); "
             f"global batch {config.batch_size * world}, lr {config.global_lr(world):g}"
         )
-    result = train(model, train_ds, config)
+    callback = None
+    if config.time_budget_s is not None:
+        if args.threads is None and world == 1:
+            _calibrate_threads(model, train_ds, config)
+        callback = _BudgetReport(config.time_budget_s) if rank == 0 else None
+    result = train(model, train_ds, config, callback=callback)
     if rank == 0:
         final = os.path.join(config.output_dir, "model_final.pt")
         save_model(model, final, train_ds.class_names, train_ds.category_ids)
@@ -276,6 +293,61 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
+
+
+#: ``iterations`` of a time-budgeted run given no ``--iterations``: a cap, not a plan.
+_BUDGET_MAX_STEPS = 10**9
+
+
+def _auto_model(dataset: Any, model_cfg: Mapping[str, Any], config: Any, rank: int) -> torch.nn.Module:
+    """``--preset auto``: fit the model to the training boxes; print the choice and coverage."""
+    from focal_detect.engine.loop import _resolve_device
+    from focal_detect.models.auto import auto_config, dataset_boxes
+    from focal_detect.models.retinanet import RetinaNet
+
+    boxes, sizes = dataset_boxes(dataset)
+    high = float(dict(model_cfg.get("matcher", {})).get("high_threshold", 0.5))
+    choice = auto_config(
+        boxes, sizes, dataset.num_classes, device=_resolve_device(config.device), high_threshold=high
+    )
+    if rank == 0:
+        for line in choice.summary():
+            print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+    cfg = choice.config.replace(**model_cfg) if model_cfg else choice.config
+    return RetinaNet(cfg)
+
+
+def _calibrate_threads(model: torch.nn.Module, dataset: Any, config: Any) -> None:
+    """A budgeted run given no ``--threads``: time 1 thread against the default, keep the faster."""
+    from focal_detect._calibrate import choose_threads
+    from focal_detect.data import collate_detection
+
+    if next(model.parameters()).device.type != "cpu" or config.device not in ("auto", "cpu"):
+        return
+    if config.device == "auto" and torch.cuda.is_available():
+        return
+    n = min(config.batch_size, len(dataset))
+    timing = choose_threads(model, collate_detection([dataset[i] for i in range(n)]), amp=config.amp)
+    expected = int(config.time_budget_s / timing.step_s)
+    print(f"calibration: {timing.describe()}; about {expected} steps expected in {config.time_budget_s:g} s")
+
+
+class _BudgetReport:
+    """Prints the time left and the steps expected about every tenth of the budget."""
+
+    def __init__(self, budget_s: float) -> None:
+        self._every = budget_s / 10
+        self._next = self._every
+
+    def __call__(self, step: int, row: Mapping[str, float]) -> None:
+        if row["time_s"] < self._next or "time_left_s" not in row:
+            return
+        self._next = row["time_s"] + self._every
+        print(
+            f"step {step}: {row['time_left_s']:.0f} s left, about {int(row['expected_steps'])} steps "
+            f"expected, loss {row.get('loss', float('nan')):.4f}, lr {row['lr']:.2e}",
+            flush=True,
+        )
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -419,10 +491,21 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--image-size", type=int, default=128, help="synthetic image size")
     t.add_argument(
         "--preset",
-        choices=tuple(PRESETS),
+        choices=(*PRESETS, "auto"),
         default=None,
         help="model preset (default: [model] preset of --config, else 'paper'): "
-        + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()),
+        + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+        + "; auto: model size, input size and anchors fitted to the training boxes and the device, "
+        "with the small-data training recipe where nothing else is set (prints the anchor coverage)",
+    )
+    t.add_argument(
+        "--time-budget",
+        dest="time_budget_s",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="train for this many seconds: the lr schedule runs over the fraction of the budget used "
+        "(--iterations then only caps the steps); prints the time left and the steps expected",
     )
     t.add_argument("--iterations", type=int)
     t.add_argument("--batch-size", type=int, help="images per step per process")
