@@ -424,6 +424,8 @@ def checks(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
             rise = (curve[-1][1] - curve[-2][1]) / curve[-2][1]
             out["best_AP_rise_over_last_checkpoint_interval"] = round(rise, 3)
             out["best_AP_plateaued_within_10pct"] = rise <= 0.10
+            # A flat curve near 0 is not convergence: "trained" needs both of the issue's conditions.
+            out["trained_per_issue"] = out["best_AP_at_least_15"] and rise <= 0.10
     return out
 
 
@@ -483,14 +485,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _tasks(args: argparse.Namespace, settings: Settings) -> list[tuple[rp.Spec, Settings, int]]:
+    return [(SPECS[n], settings, s) for n in _names(args.only) for s in args.seeds]
+
+
+def _names(experiments: list[str]) -> list[str]:
+    """The distinct runs of these experiments, in order (shared settings trained once)."""
     names: list[str] = []
-    for e in args.only:
+    for e in experiments:
         names += [n for n in EXPERIMENTS[e] if n not in names]
-    return [(SPECS[n], settings, s) for n in names for s in args.seeds]
+    return names
 
 
 def _run_all(tasks: list[tuple[rp.Spec, Settings, int]], jobs: int) -> list[dict[str, Any]]:
-    """Runs in order; after the first, the study's wall time is estimated from its speed."""
+    """Runs in order; after the first that trains all its steps, the wall time is estimated
+    from its speed (wall seconds per full-length run x run lengths / jobs)."""
     records: list[dict[str, Any]] = []
     pool = None
     if jobs > 1:
@@ -499,12 +507,17 @@ def _run_all(tasks: list[tuple[rp.Spec, Settings, int]], jobs: int) -> list[dict
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"))
     try:
         results = map(_run_packed, tasks) if pool is None else pool.map(_run_packed, tasks)
+        estimated = False
         for rec in results:
-            if not records:
-                per_unit = rec["wall_seconds"] / max(1e-9, tasks[0][0].steps_factor)
+            if not estimated and rec["steps_done"] == rec["steps"]:  # a run stopped at a NaN is no guide
+                estimated = True
+                per_unit = rec["wall_seconds"] / max(1e-9, SPECS[rec["name"]].steps_factor)
                 total = per_unit * sum(t[0].steps_factor for t in tasks) / jobs
+                full = per_unit * sum(SPECS[n].steps_factor for n in _names(list(EXPERIMENTS))) * 3 / jobs
                 print(
-                    f"  estimated wall time of these {len(tasks)} runs at --jobs {jobs}: {total / 3600:.2f} h",
+                    f"  estimated wall time at --jobs {jobs} from the first run's speed: these {len(tasks)} "
+                    f"runs {total / 3600:.2f} h; the full study (every experiment, 3 seeds, "
+                    f"{tasks[0][1].steps} steps) {full / 3600:.2f} h",
                     flush=True,
                 )
             records.append(rec)
