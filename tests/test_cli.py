@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from focal_detect.cli import build_model, load_config_file, load_model, main
+from focal_detect.data import SHAPE_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,8 @@ def test_train_evaluate_predict_end_to_end(exported, tmp_path, capsys) -> None:
     assert set(metrics) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())
     assert table.splitlines()[0].split()[:3] == ["AP", "AP50", "AP75"]
+    assert table.splitlines()[2].startswith("AP per class: ")
+    assert {k for k in metrics if k.startswith("AP/")} == {f"AP/{n}" for n in SHAPE_CLASSES}
     # The CLI's evaluation agrees with the one printed after training.
     assert metrics == json.loads((run / "eval_metrics.json").read_text())
 

@@ -55,6 +55,23 @@ def test_detections_on_crowd_regions_are_ignored() -> None:
     assert coco_metrics(_gt(crowd=False), dets)["AP"] < 0.6
 
 
+def test_per_class_ap_averages_to_the_overall_ap() -> None:
+    gt = _gt()
+    gt["categories"] = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
+    gt["annotations"].append({"id": 3, "image_id": 1, "category_id": 2, "bbox": [60, 60, 30, 30], "area": 900})
+    # class a found exactly, class b shifted to IoU 0.6, class c has no ground truth
+    dets = [_det(10, 10, 40, 40), {**_det(70, 60, 30, 30), "category_id": 2}]
+    m = coco_metrics(gt, dets, per_class=True)
+    assert m["AP/a"] == pytest.approx(1.0)
+    iou = 20 * 30 / (2 * 900 - 20 * 30)  # 0.5: counts at the .50 threshold only
+    assert iou == pytest.approx(0.5) and m["AP/b"] == pytest.approx(0.1, abs=1e-6)
+    assert m["AP/c"] == -1.0
+    assert m["AP"] == pytest.approx((m["AP/a"] + m["AP/b"]) / 2, abs=1e-6)
+    assert "AP/a" not in coco_metrics(gt, dets)  # only when asked
+    empty = coco_metrics(gt, [], per_class=True)
+    assert (empty["AP/a"], empty["AP/b"], empty["AP/c"]) == (0.0, 0.0, -1.0)
+
+
 def test_no_detections_score_zero() -> None:
     assert coco_metrics(_gt(), [])["AP"] == 0.0
 

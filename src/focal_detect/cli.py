@@ -287,8 +287,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         save_model(model, final, train_ds.class_names, train_ds.category_ids)
         print(f"{result.step} steps in {result.seconds:.0f} s; model: {final}")
         if val_ds is not None:
-            metrics = evaluate_coco(model, val_ds, batch_size=config.batch_size)
+            metrics = evaluate_coco(model, val_ds, batch_size=config.batch_size, per_class=True)
             print(format_metrics(metrics))
+            print(_per_class_table(metrics))
             _write_json(os.path.join(config.output_dir, "eval_metrics.json"), metrics)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -350,6 +351,16 @@ class _BudgetReport:
         )
 
 
+def _per_class_table(metrics: Mapping[str, float]) -> str:
+    """``AP per class: star 61.2, arrow 48.0, ...`` from the ``AP/<name>`` keys."""
+    cells = [
+        f"{k[3:]} {100 * v:.1f}" if v >= 0 else f"{k[3:]} n/a"
+        for k, v in metrics.items()
+        if k.startswith("AP/")
+    ]
+    return "AP per class: " + ", ".join(cells)
+
+
 def _write_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -369,8 +380,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"focal-detect evaluate: the model's category ids {meta['category_ids']} differ from "
             f"{args.annotations}'s {ds.category_ids}"
         )
-    metrics = evaluate_coco(model, ds, batch_size=args.batch_size)
+    metrics = evaluate_coco(model, ds, batch_size=args.batch_size, per_class=True)
     print(format_metrics(metrics, COCO_METRICS))
+    print(_per_class_table(metrics))
     if args.output:
         _write_json(args.output, metrics)
     return 0

@@ -92,7 +92,9 @@ def detections_to_coco(
     return out
 
 
-def coco_metrics(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def coco_metrics(
+    ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any]], per_class: bool = False
+) -> dict[str, float]:
     r"""COCO box metrics of ``results`` against a COCO-format ground-truth dict.
 
     Crowd annotations (``iscrowd`` 1) are ignore regions, as in pycocotools. An empty
@@ -101,10 +103,15 @@ def coco_metrics(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str,
     Args:
         ground_truth: Dict with ``images``, ``annotations`` and ``categories``.
         results: Records as made by :func:`detections_to_coco`.
+        per_class: Also return each category's AP@[.5:.95] (all sizes, 100
+            detections) as ``"AP/<category name>"``: the mean of pycocotools'
+            precision over the IoU thresholds and recall points, as its ``AP`` is the
+            mean of these over the categories with ground truth (``-1``: none).
 
     Returns:
-        ``{name: value}`` for the names in :data:`COCO_METRICS`; values in ``[0, 1]``,
-        or ``-1`` where the ground truth has no object of that size.
+        ``{name: value}`` for the names in :data:`COCO_METRICS` (and the per-class
+        keys); values in ``[0, 1]``, or ``-1`` where the ground truth has no object of
+        that size (or class).
 
     Example:
         >>> gt = {"images": [{"id": 1, "width": 50, "height": 50}],
@@ -114,12 +121,19 @@ def coco_metrics(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str,
         >>> res = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
         >>> m = coco_metrics(gt, res); m["AP"], m["AP50"], m["APl"]
         (1.0, 1.0, -1.0)
+        >>> coco_metrics(gt, res, per_class=True)["AP/a"]
+        1.0
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    names = {int(c["id"]): str(c["name"]) for c in ground_truth.get("categories", [])}
     if not results:
-        return {k: 0.0 for k in COCO_METRICS}
+        out = {k: 0.0 for k in COCO_METRICS}
+        if per_class:
+            with_gt = {int(a["category_id"]) for a in ground_truth.get("annotations", [])}
+            out.update({f"AP/{n}": (0.0 if k in with_gt else -1.0) for k, n in names.items()})
+        return out
     gt = copy.deepcopy(dict(ground_truth))
     for i, a in enumerate(gt.get("annotations", [])):
         a.setdefault("id", i + 1)
@@ -134,7 +148,14 @@ def coco_metrics(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str,
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(v) for k, v in zip(COCO_METRICS, ev.stats)}
+    out = {k: float(v) for k, v in zip(COCO_METRICS, ev.stats)}
+    if per_class:
+        precision = ev.eval["precision"][:, :, :, 0, -1]  # (T, R, K): all areas, 100 detections
+        for k, cat in enumerate(ev.params.catIds):
+            p = precision[:, :, k]
+            p = p[p > -1]
+            out[f"AP/{names.get(int(cat), str(cat))}"] = float(p.mean()) if p.size else -1.0
+    return out
 
 
 def format_metrics(metrics: Mapping[str, float], names: Sequence[str] = COCO_METRICS[:6]) -> str:
@@ -255,6 +276,7 @@ def evaluate_coco(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
+    per_class: bool = False,
 ) -> dict[str, float]:
     r"""COCO box AP of a detector on a dataset with ``category_ids`` and ``to_coco()``.
 
@@ -267,6 +289,7 @@ def evaluate_coco(
         num_workers: Data-loader workers.
         progress: Progress of the inference pass on standard error, as in
             :func:`predict_dataset`; ``None`` (default): only on a terminal.
+        per_class: Also each class's AP, as ``"AP/<class name>"`` (see :func:`coco_metrics`).
 
     Returns:
         :func:`coco_metrics` of the model's detections.
@@ -290,7 +313,7 @@ def evaluate_coco(
         model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress
     )
     results = detections_to_coco(dets, dataset.category_ids)  # type: ignore[attr-defined]
-    return coco_metrics(dataset.to_coco(), results)  # type: ignore[attr-defined]
+    return coco_metrics(dataset.to_coco(), results, per_class=per_class)  # type: ignore[attr-defined]
 
 
 def draw_detections(
