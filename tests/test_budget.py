@@ -90,7 +90,8 @@ def test_config_rejects_bad_budget() -> None:
 
 def test_make_scheduler_follows_the_fraction_not_the_step() -> None:
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
-    sched = make_scheduler(opt, TrainConfig(time_budget_s=100, schedule="cosine", warmup_fraction=0.0))
+    cfg = TrainConfig(iterations=10**9, time_budget_s=100, schedule="cosine", warmup_fraction=0.0)
+    sched = make_scheduler(opt, cfg)
     assert isinstance(sched, BudgetLR)
     lrs = []
     for elapsed in (0.0, 0.0, 50.0, 100.0, 500.0):
@@ -153,9 +154,13 @@ def test_training_stops_at_the_budget_with_the_schedule_complete(tmp_path) -> No
     assert 1.5 <= ckpt["scheduler"]["elapsed_s"] <= 2.5
 
 
-def test_iterations_still_cap_a_budgeted_run(tmp_path) -> None:
+def test_iterations_still_cap_a_budgeted_run_and_the_schedule_completes_there(tmp_path) -> None:
     res = train(SlowToy(0.0), DATA, _cfg(tmp_path, iterations=5, time_budget_s=60.0))
     assert res.step == 5
+    # step t runs at fraction max(e / B, (t - 1) / T): the cap, not the clock, leads here
+    lrs = [r["lr"] for r in res.history]
+    expected = [0.1 * 0.5 * (1 + math.cos(math.pi * t / 5)) for t in range(5)]
+    assert lrs == pytest.approx(expected, rel=0.01)
 
 
 def test_resume_continues_the_clock_and_the_schedule(tmp_path) -> None:

@@ -6,11 +6,13 @@ budget :math:`B` used so far,
 
 .. math::
 
-    u = \min\Big(1, \frac{e}{B}\Big), \qquad
+    u = \min\Big(1, \max\Big(\frac{e}{B}, \frac{t}{T}\Big)\Big), \qquad
     \mathrm{lr}(u) = \mathrm{lr}_0 \cdot w(u) \cdot d(u), \qquad
     w(u) = f + (1 - f)\,\min(1, u / u_w)
 
 with :math:`e` the wall-clock seconds the run has trained (counted over resumes),
+:math:`t` the steps done and :math:`T` the step cap (``iterations``; the schedule
+completes at whichever of the two ends first),
 :math:`u_w` = ``warmup_fraction``, :math:`d(u) = \gamma^{\#\{m \le u\}}` over the
 milestone fractions (step) or :math:`d(u) = \tfrac12 (1 + \cos \pi u)` (cosine). The
 schedule therefore completes at the budget whatever the machine's speed: a machine
@@ -97,14 +99,16 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
     r"""A scheduler whose learning rate is ``base_lr * schedule(fraction)``.
 
     :meth:`advance` tells it the seconds used; the next :meth:`step` sets the lr of the
-    fraction ``elapsed_s / budget_s``. Its ``state_dict`` holds plain numbers only
-    (``weights_only=True`` loads it), among them ``elapsed_s``, from which a resumed run
-    continues its clock.
+    fraction ``max(elapsed_s / budget_s, steps / max_steps)``, so the schedule also
+    completes when the step cap comes first. Its ``state_dict`` holds plain numbers
+    only (``weights_only=True`` loads it), among them ``elapsed_s``, from which a
+    resumed run continues its clock.
 
     Args:
         optimizer: The optimizer.
         schedule: A :class:`FractionSchedule`.
         budget_s: The budget :math:`B` in seconds, ``> 0``.
+        max_steps: The step cap :math:`T` (``None``: none).
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -114,16 +118,28 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
         (0.05, 0.5)
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: FractionSchedule, budget_s: float) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: FractionSchedule,
+        budget_s: float,
+        max_steps: int | None = None,
+    ) -> None:
         self.schedule = schedule
         self.budget_s = float(check_number("BudgetLR", "budget_s", budget_s, low=0, low_open=True))
+        if max_steps is not None:
+            check_number("BudgetLR", "max_steps", max_steps, low=1)
+        self.max_steps = None if max_steps is None else int(max_steps)
         self.elapsed_s = 0.0
         super().__init__(optimizer)
 
     @property
     def fraction(self) -> float:
-        """The fraction of the budget used, in ``[0, 1]``."""
-        return min(1.0, self.elapsed_s / self.budget_s)
+        """The fraction of the run done, in ``[0, 1]``: of the budget, or of the step cap if further."""
+        u = self.elapsed_s / self.budget_s
+        if self.max_steps is not None:
+            u = max(u, max(self.last_epoch, 0) / self.max_steps)
+        return min(1.0, u)
 
     def advance(self, elapsed_s: float) -> None:
         """Set the seconds used so far (the next :meth:`step` applies them)."""
@@ -147,8 +163,8 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
         elapsed = float(state_dict["elapsed_s"])
         if not math.isfinite(elapsed) or elapsed < 0:
             raise ValueError(f"elapsed_s {elapsed!r} is not a time")
-        state = {k: v for k, v in state_dict.items() if k not in ("kind", "budget_s")}
-        self.__dict__.update(state)  # the budget of this call applies
+        state = {k: v for k, v in state_dict.items() if k not in ("kind", "budget_s", "max_steps")}
+        self.__dict__.update(state)  # the budget and cap of this call apply
 
 
 class BudgetClock:

@@ -48,7 +48,7 @@ class TrainConfig:
             over the *fraction of the budget used* (:mod:`focal_detect.engine.budget`),
             so it completes at the budget however fast the machine is; training stops
             when another step would end past it, and ``iterations`` is only an upper
-            bound. Seconds used are stored in checkpoints, so a resumed run continues
+            bound (if it comes first, the schedule completes there instead). Seconds used are stored in checkpoints, so a resumed run continues
             the schedule and stops when the total reaches the budget.
         warmup_fraction: With ``time_budget_s``: the warmup's length as a fraction of
             the budget (``warmup_iters`` is then not used), in ``[0, 1)``.

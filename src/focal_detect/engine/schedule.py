@@ -79,8 +79,9 @@ def make_scheduler(
     Stepped once after every optimizer step, so step :math:`t` (counted from 0) runs
     at ``base_lr * WarmupMultiStep(...)(t)`` (a
     :class:`~torch.optim.lr_scheduler.LambdaLR`). With ``config.time_budget_s`` it is a
-    :class:`~focal_detect.engine.budget.BudgetLR` over the fraction of the budget used
-    (``milestones``, ``gamma``, ``warmup_fraction``, ``warmup_factor``, ``schedule``).
+    :class:`~focal_detect.engine.budget.BudgetLR` over the fraction of the budget used,
+    or of ``iterations`` if that is further (``milestones``, ``gamma``,
+    ``warmup_fraction``, ``warmup_factor``, ``schedule``).
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -95,7 +96,7 @@ def make_scheduler(
         fractions = FractionSchedule(
             config.milestones, config.gamma, config.warmup_fraction, config.warmup_factor, config.schedule
         )
-        return BudgetLR(optimizer, fractions, config.time_budget_s)
+        return BudgetLR(optimizer, fractions, config.time_budget_s, max_steps=config.iterations)
     schedule = WarmupMultiStep(
         config.iterations,
         config.milestone_steps,
