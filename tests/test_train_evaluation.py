@@ -58,7 +58,9 @@ def test_detections_on_crowd_regions_are_ignored() -> None:
 def test_per_class_ap_averages_to_the_overall_ap() -> None:
     gt = _gt()
     gt["categories"] = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
-    gt["annotations"].append({"id": 3, "image_id": 1, "category_id": 2, "bbox": [60, 60, 30, 30], "area": 900})
+    gt["annotations"].append(
+        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [60, 60, 30, 30], "area": 900}
+    )
     # class a found exactly, class b shifted to IoU 0.6, class c has no ground truth
     dets = [_det(10, 10, 40, 40), {**_det(70, 60, 30, 30), "category_id": 2}]
     m = coco_metrics(gt, dets, per_class=True)

@@ -64,7 +64,7 @@ def choose_threads(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             loss = sum(probe(images, targets).values())
         opt.zero_grad()
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         opt.step()
         return time.perf_counter() - t
 

@@ -214,9 +214,18 @@ def _train_demo(model: RetinaNet, train_ds: SyntheticShapes, config: TrainConfig
     print(
         f"trained {result.step} steps in {t_train:.0f} s "
         f"({result.step * config.batch_size / max(t_train, 1e-9):.1f} images/s)"
-        + (f" (the {config.time_budget_s:.0f} s budget)" if config.time_budget_s is not None else "")
+        + _stopped_by(result.step, config)
     )
     return result.step, t_train
+
+
+def _stopped_by(step: int, config: TrainConfig) -> str:
+    """What ended a budgeted run: the budget, or the step cap when it came first."""
+    if config.time_budget_s is None:
+        return ""
+    if step >= config.iterations:
+        return f" (the {config.iterations}-step cap came before the {config.time_budget_s:.0f} s budget)"
+    return f" (the {config.time_budget_s:.0f} s budget)"
 
 
 def _evaluate_demo(model: RetinaNet, val_ds: SyntheticShapes) -> dict[str, float]:

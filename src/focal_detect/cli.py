@@ -42,6 +42,7 @@ from focal_detect._demo import run_demo
 from focal_detect.models.config import RetinaNetConfig, flat_config_to_nested
 from focal_detect.models.io import build_model, load_model, save_model
 from focal_detect.models.presets import PRESETS
+from focal_detect.models.retinanet import RetinaNet
 
 if TYPE_CHECKING:
     from focal_detect.data import CocoDetection, SyntheticShapes
@@ -300,11 +301,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 _BUDGET_MAX_STEPS = 10**9
 
 
-def _auto_model(dataset: Any, model_cfg: Mapping[str, Any], config: Any, rank: int) -> torch.nn.Module:
+def _auto_model(dataset: Any, model_cfg: Mapping[str, Any], config: Any, rank: int) -> RetinaNet:
     """``--preset auto``: fit the model to the training boxes; print the choice and coverage."""
     from focal_detect.engine.loop import _resolve_device
     from focal_detect.models.auto import auto_config, dataset_boxes
-    from focal_detect.models.retinanet import RetinaNet
 
     boxes, sizes = dataset_boxes(dataset)
     high = float(dict(model_cfg.get("matcher", {})).get("high_threshold", 0.5))

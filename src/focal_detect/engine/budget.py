@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from focal_detect._checks import check_choice, check_number
 
@@ -145,7 +146,7 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
         """Set the seconds used so far (the next :meth:`step` applies them)."""
         self.elapsed_s = float(elapsed_s)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         factor = self.schedule(self.fraction)
         return [base * factor for base in self.base_lrs]
 
