@@ -212,24 +212,9 @@ def _datasets(
     return coco_train, coco_val
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from focal_detect.engine import TrainConfig, seed_everything, train
-    from focal_detect.evaluation import evaluate_coco, format_metrics
-
-    _set_threads(args.threads)
-    cfg = load_config_file(args.config) if args.config else {}
-    data = dict(cfg.get("data", {}))
-    for key in ("train_images", "train_annotations", "val_images", "val_annotations"):
-        if getattr(args, key):
-            data[key] = getattr(args, key)
-    if args.synthetic:
-        data["synthetic"] = {"num_images": args.synthetic, "image_size": args.image_size}
-    file_preset, model_cfg = _model_changes(cfg.get("model", {}))
-    if "num_classes" in model_cfg:
-        raise ValueError("[model] num_classes must not be set: it comes from the data")
-    preset = args.preset or file_preset or "paper"
-    if preset not in PRESETS and preset != "auto":
-        raise ValueError(f"[model] preset must be one of {[*PRESETS, 'auto']}, got {preset!r}")
+def _train_settings(args: argparse.Namespace, cfg: Mapping[str, Any], preset: str) -> dict[str, Any]:
+    """The TrainConfig fields of ``train``: the file's ``[train]``, then the flags; with
+    ``--preset auto`` its recipe fills what is still open."""
     train_cfg = dict(cfg.get("train", {}))
     for key in (
         "iterations",
@@ -260,7 +245,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_cfg["resume"] = True if args.resume == "required" else "auto"
     if args.no_progress:
         train_cfg["progress"] = False
-    config = TrainConfig.from_dict(train_cfg)
+    return train_cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from focal_detect.engine import TrainConfig, seed_everything, train
+    from focal_detect.evaluation import evaluate_coco, format_metrics
+
+    _set_threads(args.threads)
+    cfg = load_config_file(args.config) if args.config else {}
+    data = dict(cfg.get("data", {}))
+    for key in ("train_images", "train_annotations", "val_images", "val_annotations"):
+        if getattr(args, key):
+            data[key] = getattr(args, key)
+    if args.synthetic:
+        data["synthetic"] = {"num_images": args.synthetic, "image_size": args.image_size}
+    file_preset, model_cfg = _model_changes(cfg.get("model", {}))
+    if "num_classes" in model_cfg:
+        raise ValueError("[model] num_classes must not be set: it comes from the data")
+    preset = args.preset or file_preset or "paper"
+    if preset not in PRESETS and preset != "auto":
+        raise ValueError(f"[model] preset must be one of {[*PRESETS, 'auto']}, got {preset!r}")
+    config = TrainConfig.from_dict(_train_settings(args, cfg, preset))
 
     rank, world = _init_distributed(config.dist_timeout)
     if world > 1:

@@ -41,7 +41,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from focal_detect._checks import check_number
 from focal_detect.anchors import AnchorGenerator, Anchors
 from focal_detect.models.config import RetinaNetConfig
 from focal_detect.models.presets import preset_config
@@ -180,6 +179,18 @@ def _box_tensor(fn: str, boxes: Tensor | Sequence[Tensor]) -> Tensor:
     return b
 
 
+def _number(
+    fn: str, name: str, value: object, low: float, high: float = math.inf, low_open: bool = False
+) -> float:
+    """``value`` as a float in the range, else a ``ValueError`` naming it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high  # type: ignore[operator]
+    if not ok:
+        lo = "(" if low_open else "["
+        raise ValueError(f"{fn}: {name} must be a number in {lo}{low:g}, {high:g}], got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _subsample(boxes: Tensor, max_boxes: int) -> Tensor:
     if boxes.shape[0] <= max_boxes:
         return boxes
@@ -261,8 +272,8 @@ def fit_anchors(
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in image_size)
     ):
         raise ValueError(f"{fn}: image_size must be a pair of positive ints (H, W), got {image_size!r}")
-    t = check_number(fn, "high_threshold", high_threshold, low=0.0, high=1.0, low_open=True)
-    check_number(fn, "max_boxes", max_boxes, low=1)
+    t = _number(fn, "high_threshold", high_threshold, low=0.0, high=1.0, low_open=True)
+    _number(fn, "max_boxes", max_boxes, low=1)
     b = _subsample(_box_tensor(fn, boxes), int(max_boxes))
     ratio = (b[:, 3] - b[:, 1]) / (b[:, 2] - b[:, 0])
     elongated = float(((ratio < 0.4) | (ratio > 2.5)).float().mean())
@@ -341,6 +352,9 @@ def auto_config(
 ) -> AutoChoice:
     r"""Choose model size, input size and anchors for a dataset (see the module docs).
 
+    Shape:
+        boxes: per image ``(M_i, 4)`` in ``(x1, y1, x2, y2)`` pixels of that image.
+
     Args:
         boxes: Per-image ``(M_i, 4)`` training boxes in ``(x1, y1, x2, y2)`` pixels.
         image_sizes: Per-image ``(H, W)``, same length as ``boxes``.
@@ -375,7 +389,7 @@ def auto_config(
             raise ValueError(f"{fn}: image_sizes[{i}] must be a pair of positive ints (H, W), got {hw!r}")
     kind = "cpu" if torch.device(device).type == "cpu" else "accelerator"
     budget = max_pixels if max_pixels is not None else (CPU_MAX_PIXELS if kind == "cpu" else GPU_MAX_PIXELS)
-    check_number(fn, "max_pixels", budget, low=1)
+    _number(fn, "max_pixels", budget, low=1)
     # Each image's boxes in units of its own size, placed in the median image.
     h_med = int(statistics.median(h for h, _ in image_sizes))
     w_med = int(statistics.median(w for _, w in image_sizes))
