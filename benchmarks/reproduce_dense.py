@@ -55,10 +55,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -560,20 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
             rp.plot_figure4(f4[0], plot)
             print(f"  Figure 4 plot: {os.path.relpath(plot)}")
-    total = time.perf_counter() - t0
-    result = {
-        "command": "python benchmarks/reproduce_dense.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": dataclasses.asdict(settings),
-        "jobs": jobs,
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
-        "total_seconds": round(total, 1),
-        "summary": summary,
-        "runs": records,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1, default=str)
-    print(f"\nwrote {os.path.relpath(out)}; total wall time {total:.0f} s")
+    rp.write_result(out, "reproduce_dense.py", argv, settings, jobs, t0, summary, records)
     return 0
 
 

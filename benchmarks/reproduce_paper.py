@@ -645,6 +645,35 @@ def rst_tables(result: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
+def write_result(
+    out: str,
+    script: str,
+    argv: Sequence[str] | None,
+    settings: Any,
+    jobs: int,
+    t0: float,
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    **extra: Any,
+) -> None:
+    """Write a study's JSON (command, settings, machine, wall time, summary, runs) to ``out``."""
+    total = time.perf_counter() - t0
+    result = {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": dataclasses.asdict(settings),
+        "jobs": jobs,
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
+        "total_seconds": round(total, 1),
+        **extra,
+        "summary": summary,
+        "runs": records,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1, default=str)
+    print(f"\nwrote {os.path.relpath(out)}; total wall time {total:.0f} s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -771,21 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
             plot_figure4(f4[0], plot)
             print(f"  plot: {os.path.relpath(plot)}")
-    total = time.perf_counter() - t0
-    result = {
-        "command": "python benchmarks/reproduce_paper.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": dataclasses.asdict(settings),
-        "jobs": jobs,
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
-        "total_seconds": round(total, 1),
-        "merged_from": merged_from,
-        "summary": summary,
-        "runs": records,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1, default=str)
-    print(f"\nwrote {os.path.relpath(out)}; total wall time {total:.0f} s")
+    write_result(
+        out, "reproduce_paper.py", argv, settings, jobs, t0, summary, records, merged_from=merged_from
+    )
     return 0
 
 
