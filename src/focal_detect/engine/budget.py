@@ -99,7 +99,7 @@ class FractionSchedule:
 class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
     r"""A scheduler whose learning rate is ``base_lr * schedule(fraction)``.
 
-    :meth:`advance` tells it the seconds used; the next :meth:`step` sets the lr of the
+    :meth:`advance` tells it the seconds used; the next ``step()`` sets the lr of the
     fraction ``max(elapsed_s / budget_s, steps / max_steps)``, so the schedule also
     completes when the step cap comes first. Its ``state_dict`` holds plain numbers
     only (``weights_only=True`` loads it), among them ``elapsed_s``, from which a
@@ -143,7 +143,7 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
         return min(1.0, u)
 
     def advance(self, elapsed_s: float) -> None:
-        """Set the seconds used so far (the next :meth:`step` applies them)."""
+        """Set the seconds used so far (the next ``step()`` applies them)."""
         self.elapsed_s = float(elapsed_s)
 
     def get_lr(self) -> list[float | Tensor]:
@@ -173,7 +173,7 @@ class BudgetClock:
 
     Args:
         budget_s: The budget :math:`B` in seconds.
-        t_start: :func:`time.perf_counter` at the start of this call.
+        t_start: ``time.perf_counter()`` at the start of this call.
         elapsed_before: Seconds used by earlier calls (a resumed run).
         world_size: Processes; above 1, :meth:`after_step` broadcasts process 0's view.
         device: Device of the broadcast tensor (the run's, for NCCL; else CPU).
