@@ -182,7 +182,8 @@ def _box_tensor(fn: str, boxes: Tensor | Sequence[Tensor]) -> Tensor:
 def _number(
     fn: str, name: str, value: object, low: float, high: float = math.inf, low_open: bool = False
 ) -> float:
-    """``value`` as a float in the range, else a ``ValueError`` naming it."""
+    """``value`` as a float in the range, else a ``ValueError`` naming it (model modules
+    import only public names, so not ``focal_detect._checks.check_number``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and value <= high  # type: ignore[operator]
     if not ok:
@@ -393,11 +394,11 @@ def auto_config(
     # Each image's boxes in units of its own size, placed in the median image.
     h_med = int(statistics.median(h for h, _ in image_sizes))
     w_med = int(statistics.median(w for _, w in image_sizes))
-    rel = []
-    for b, (h, w) in zip(boxes, image_sizes):
-        bb = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)
-        rel.append(bb * torch.tensor([w_med / w, h_med / h, w_med / w, h_med / h]))
-    base = _box_tensor(fn, rel)
+    per_image = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+    hw = torch.tensor(image_sizes, dtype=torch.float32)  # (I, 2)
+    scale = torch.stack([w_med / hw[:, 1], h_med / hw[:, 0]], dim=1).repeat(1, 2)  # (I, 4): x, y, x, y
+    counts = torch.tensor([len(b) for b in per_image])
+    base = _box_tensor(fn, torch.cat(per_image) * scale.repeat_interleave(counts, dim=0))
     cap = math.sqrt(budget / (h_med * w_med))  # the largest factor the pixel budget allows
     fits: list[tuple[float, AnchorFit]] = []
     for up in UPSCALES:
