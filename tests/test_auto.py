@@ -177,3 +177,11 @@ def test_dataset_boxes_reads_coco_without_decoding(tmp_path) -> None:
 def test_anchor_fit_changes_build_the_model() -> None:
     fit = AnchorFit((10.0, 20.0, 40.0, 80.0, 160.0), (0.5, 1.0, 2.0), (1.0,), 0.5, 0.9, 0.5)
     assert fit.anchor_changes()["sizes"] == (10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+def test_boxes_of_other_sized_images_are_placed_in_the_median_image() -> None:
+    box = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
+    mixed = auto_config([box, box * 2, box], [(100, 160), (200, 320), (100, 160)], num_classes=1)
+    same = auto_config([box, box, box], [(100, 160)] * 3, num_classes=1)
+    assert mixed.anchors == same.anchors and mixed.input_size == same.input_size == (100, 160)
+    assert mixed.config.transform.min_size == 100  # the images differ in size: resized to the median
