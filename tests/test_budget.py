@@ -192,3 +192,28 @@ def test_resume_across_schedule_kinds_is_refused(tmp_path) -> None:
     train(SlowToy(0.0), DATA, _cfg(tmp_path, time_budget_s=None, iterations=3))
     with pytest.raises(CheckpointError, match="scheduler"):
         train(SlowToy(0.0), DATA, _cfg(tmp_path, time_budget_s=2.0, resume=True))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda opt: BudgetLR(opt, FractionSchedule(), 0.0), "budget_s"),
+        (lambda opt: BudgetLR(opt, FractionSchedule(), 10.0, max_steps=0), "max_steps"),
+        (lambda opt: BudgetClock(0.0, t_start=0.0), "budget_s"),
+        (lambda opt: BudgetClock(10.0, t_start=0.0, elapsed_before=-1.0), "elapsed_before"),
+        (lambda opt: BudgetClock(10.0, t_start=0.0, world_size=0), "world_size"),
+        (lambda opt: BudgetClock(10.0, t_start=float("nan")), "t_start"),
+    ],
+)
+def test_budget_pieces_reject_bad_arguments(make, match) -> None:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        make(opt)
+
+
+def test_a_corrupt_elapsed_time_is_refused(tmp_path) -> None:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = BudgetLR(opt, FractionSchedule(), 10.0)
+    state = sched.state_dict()
+    with pytest.raises(ValueError, match="elapsed_s"):
+        sched.load_state_dict({**state, "elapsed_s": float("nan")})

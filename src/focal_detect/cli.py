@@ -329,9 +329,9 @@ def _calibrate_threads(model: torch.nn.Module, dataset: Any, config: Any) -> Non
     from focal_detect._calibrate import choose_threads
     from focal_detect.data import collate_detection
 
-    if next(model.parameters()).device.type != "cpu" or config.device not in ("auto", "cpu"):
-        return
-    if config.device == "auto" and torch.cuda.is_available():
+    from focal_detect.engine.loop import _resolve_device
+
+    if _resolve_device(config.device).type != "cpu":  # threads are a CPU matter
         return
     n = min(config.batch_size, len(dataset))
     timing = choose_threads(model, collate_detection([dataset[i] for i in range(n)]), amp=config.amp)

@@ -178,6 +178,10 @@ class BudgetClock:
         world_size: Processes; above 1, :meth:`after_step` broadcasts process 0's view.
         device: Device of the broadcast tensor (the run's, for NCCL; else CPU).
 
+    Raises:
+        ValueError: A budget that is not positive, negative earlier seconds, a world
+            size below 1.
+
     Example:
         >>> clock = BudgetClock(10.0, t_start=time.perf_counter(), elapsed_before=4.0)
         >>> 4.0 <= clock.elapsed() < 5.0, clock.after_step(step=1)[1]
@@ -192,9 +196,11 @@ class BudgetClock:
         world_size: int = 1,
         device: torch.device | None = None,
     ) -> None:
-        self.budget_s = float(budget_s)
-        self._t_start, self._before = float(t_start), float(elapsed_before)
-        self._world = int(world_size)
+        fn = "BudgetClock"
+        self.budget_s = float(check_number(fn, "budget_s", budget_s, low=0, low_open=True))
+        self._t_start = float(check_number(fn, "t_start", t_start))
+        self._before = float(check_number(fn, "elapsed_before", elapsed_before, low=0))
+        self._world = int(check_number(fn, "world_size", world_size, low=1))
         self._device = device if device is not None else torch.device("cpu")
         self._t_last = time.perf_counter()
         self._step_s: float | None = None  # smoothed seconds per step

@@ -101,6 +101,11 @@ class AnchorFit:
         offset: Anchor centre in a cell, as a fraction of the stride.
         coverage: Share of the boxes with an anchor at IoU >= ``high_threshold``.
         high_threshold: The foreground threshold the coverage was measured at.
+
+    Example:
+        >>> fit = fit_anchors(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), (64, 64))
+        >>> fit.coverage, len(fit.sizes), sorted(fit.anchor_changes())
+        (1.0, 5, ['offset', 'ratios', 'scales', 'sizes'])
     """
 
     sizes: tuple[float, ...]
@@ -126,6 +131,11 @@ class AutoChoice:
         input_size: ``(H, W)`` of the median image at the model's input.
         num_boxes: Boxes the choice was made from.
         device: ``"cpu"`` or ``"accelerator"``.
+
+    Example:
+        >>> choice = auto_config([torch.tensor([[8.0, 8.0, 40.0, 40.0]])], [(64, 64)], num_classes=1)
+        >>> choice.coverage_ok, choice.summary()[-1]
+        (True, 'anchor coverage: 100.0 % of the training boxes have an anchor with IoU >= 0.5')
     """
 
     config: RetinaNetConfig
