@@ -328,7 +328,6 @@ def _calibrate_threads(model: torch.nn.Module, dataset: Any, config: Any) -> Non
     """A budgeted run given no ``--threads``: time 1 thread against the default, keep the faster."""
     from focal_detect._calibrate import choose_threads
     from focal_detect.data import collate_detection
-
     from focal_detect.engine.loop import _resolve_device
 
     if _resolve_device(config.device).type != "cpu":  # threads are a CPU matter

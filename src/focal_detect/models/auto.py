@@ -405,10 +405,12 @@ def auto_config(
     h_med = int(statistics.median(h for h, _ in image_sizes))
     w_med = int(statistics.median(w for _, w in image_sizes))
     per_image = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
-    hw = torch.tensor(image_sizes, dtype=torch.float32)  # (I, 2)
-    scale = torch.stack([w_med / hw[:, 1], h_med / hw[:, 0]], dim=1).repeat(1, 2)  # (I, 4): x, y, x, y
+    sizes_hw = torch.tensor(image_sizes, dtype=torch.float32)  # (I, 2)
+    to_median = torch.stack([w_med / sizes_hw[:, 1], h_med / sizes_hw[:, 0]], dim=1).repeat(
+        1, 2
+    )  # x, y, x, y
     counts = torch.tensor([len(b) for b in per_image])
-    base = _box_tensor(fn, torch.cat(per_image) * scale.repeat_interleave(counts, dim=0))
+    base = _box_tensor(fn, torch.cat(per_image) * to_median.repeat_interleave(counts, dim=0))
     cap = math.sqrt(budget / (h_med * w_med))  # the largest factor the pixel budget allows
     fits: list[tuple[float, AnchorFit]] = []
     for up in UPSCALES:
