@@ -203,6 +203,7 @@ def test_resume_across_schedule_kinds_is_refused(tmp_path) -> None:
         (lambda opt: BudgetClock(10.0, t_start=0.0, elapsed_before=-1.0), "elapsed_before"),
         (lambda opt: BudgetClock(10.0, t_start=0.0, world_size=0), "world_size"),
         (lambda opt: BudgetClock(10.0, t_start=float("nan")), "t_start"),
+        (lambda opt: BudgetClock(10.0, t_start=0.0, step_s_before=-1.0), "step_s_before"),
     ],
 )
 def test_budget_pieces_reject_bad_arguments(make, match) -> None:
@@ -217,3 +218,15 @@ def test_a_corrupt_elapsed_time_is_refused(tmp_path) -> None:
     state = sched.state_dict()
     with pytest.raises(ValueError, match="elapsed_s"):
         sched.load_state_dict({**state, "elapsed_s": float("nan")})
+
+
+def test_resume_stops_by_the_loops_rule_not_only_at_zero_seconds_left(tmp_path) -> None:
+    # A run stopped by "another step would end past the budget" leaves a few
+    # milliseconds; resuming it must not take one more step (seen once in CI, 124 vs 123).
+    done = train(SlowToy(0.05), DATA, _cfg(tmp_path, time_budget_s=1.5))
+    state = load_checkpoint(done.checkpoint)["scheduler"]
+    assert state["step_s"] > 0 and state["elapsed_s"] + state["step_s"] > 1.5
+    clock = BudgetClock(1.5, time.perf_counter(), state["elapsed_s"], step_s_before=state["step_s"])
+    assert clock.spent_before()
+    again = train(SlowToy(0.05), DATA, _cfg(tmp_path, time_budget_s=1.5, resume=True))
+    assert again.step == done.step

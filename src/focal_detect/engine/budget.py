@@ -132,6 +132,7 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
             check_number("BudgetLR", "max_steps", max_steps, low=1)
         self.max_steps = None if max_steps is None else int(max_steps)
         self.elapsed_s = 0.0
+        self.step_s = 0.0  # recent seconds per step (0: none timed yet)
         super().__init__(optimizer)
 
     @property
@@ -142,9 +143,12 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
             u = max(u, max(self.last_epoch, 0) / self.max_steps)
         return min(1.0, u)
 
-    def advance(self, elapsed_s: float) -> None:
-        """Set the seconds used so far (the next ``step()`` applies them)."""
+    def advance(self, elapsed_s: float, step_s: float | None = None) -> None:
+        """Set the seconds used so far (the next ``step()`` applies them) and the recent
+        seconds per step (kept so that a resumed run applies the same stopping rule)."""
         self.elapsed_s = float(elapsed_s)
+        if step_s is not None:
+            self.step_s = float(step_s)
 
     def get_lr(self) -> list[float | Tensor]:
         factor = self.schedule(self.fraction)
@@ -161,9 +165,10 @@ class BudgetLR(torch.optim.lr_scheduler.LRScheduler):
                 "the checkpoint's scheduler is a step schedule, not a time budget's: resume it without "
                 "time_budget_s (or start afresh)"
             )
-        elapsed = float(state_dict["elapsed_s"])
-        if not math.isfinite(elapsed) or elapsed < 0:
-            raise ValueError(f"elapsed_s {elapsed!r} is not a time")
+        for key in ("elapsed_s", "step_s"):
+            value = float(state_dict.get(key, 0.0))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} {value!r} is not a time")
         state = {k: v for k, v in state_dict.items() if k not in ("kind", "budget_s", "max_steps")}
         self.__dict__.update(state)  # the budget and cap of this call apply
 
@@ -175,6 +180,7 @@ class BudgetClock:
         budget_s: The budget :math:`B` in seconds.
         t_start: ``time.perf_counter()`` at the start of this call.
         elapsed_before: Seconds used by earlier calls (a resumed run).
+        step_s_before: Their recent seconds per step (0: unknown).
         world_size: Processes; above 1, :meth:`after_step` broadcasts process 0's view.
         device: Device of the broadcast tensor (the run's, for NCCL; else CPU).
 
@@ -195,6 +201,7 @@ class BudgetClock:
         elapsed_before: float = 0.0,
         world_size: int = 1,
         device: torch.device | None = None,
+        step_s_before: float = 0.0,
     ) -> None:
         fn = "BudgetClock"
         self.budget_s = float(check_number(fn, "budget_s", budget_s, low=0, low_open=True))
@@ -203,6 +210,7 @@ class BudgetClock:
         self._world = int(check_number(fn, "world_size", world_size, low=1))
         self._device = device if device is not None else torch.device("cpu")
         self._t_last = time.perf_counter()
+        self._step_before = float(check_number(fn, "step_s_before", step_s_before, low=0))
         self._step_s: float | None = None  # smoothed seconds per step
         self._steps_here = 0
 
@@ -213,6 +221,12 @@ class BudgetClock:
     def remaining(self) -> float:
         """Seconds left of the budget (``>= 0``)."""
         return max(0.0, self.budget_s - self.elapsed())
+
+    def spent_before(self) -> bool:
+        """Whether the earlier calls used the budget up: by their recorded seconds,
+        another step at their step time would end past it (the loop's stopping rule).
+        It reads only the checkpoint's numbers, so every process of a run agrees."""
+        return self._before + self._step_before > self.budget_s
 
     def step_seconds(self) -> float | None:
         """The recent time per step (``None`` before the first step of this call)."""

@@ -239,9 +239,9 @@ def _budget_clock(config: TrainConfig, parts: _Parts, run: _Run, t_start: float)
     """The clock of ``config.time_budget_s``, continuing a resumed run's seconds."""
     if config.time_budget_s is None:
         return None
-    before = cast(BudgetLR, parts.scheduler).elapsed_s
+    sched = cast(BudgetLR, parts.scheduler)
     device = run.device if run.device.type == "cuda" else torch.device("cpu")
-    return BudgetClock(config.time_budget_s, t_start, before, run.world, device)
+    return BudgetClock(config.time_budget_s, t_start, sched.elapsed_s, run.world, device, sched.step_s)
 
 
 def _epoch_loader(aug: SeededAugment, config: TrainConfig, run: _Run, step: int) -> DataLoader:
@@ -278,7 +278,7 @@ def _run_steps(
             step += 1
             if clock is not None:
                 elapsed, spent = clock.after_step(step)
-                cast(BudgetLR, parts.scheduler).advance(elapsed)
+                cast(BudgetLR, parts.scheduler).advance(elapsed, clock.step_seconds())
                 if spent:
                     stop = step
             parts.scheduler.step()
@@ -372,8 +372,8 @@ def train(
     )
     deadline = None if time_limit_s is None else _Deadline(t_start, time_limit_s, run)
     clock = _budget_clock(config, parts, run, t_start)
-    if clock is not None and clock.remaining() <= 0:
-        stop = step  # a resumed run whose budget is already used up
+    if clock is not None and clock.spent_before():
+        stop = step  # a resumed run whose budget is already used up (the loop's own rule)
     log = _RunLog(
         history,
         folder=run.out_dir,
