@@ -473,9 +473,7 @@ def print_tables(summary: dict[str, Any]) -> None:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny model and data, a few steps: plumbing only")
-    p.add_argument(
-        "--only", nargs="+", default=STUDY, choices=list(EXPERIMENTS), metavar="EXPERIMENT"
-    )
+    p.add_argument("--only", nargs="+", default=STUDY, choices=list(EXPERIMENTS), metavar="EXPERIMENT")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="SGD steps per run (default 1800; smoke 4)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default the paper's 0.01)")
