@@ -218,6 +218,8 @@ def test_a_corrupt_elapsed_time_is_refused(tmp_path) -> None:
     state = sched.state_dict()
     with pytest.raises(ValueError, match="elapsed_s"):
         sched.load_state_dict({**state, "elapsed_s": float("nan")})
+    with pytest.raises(ValueError, match="step_s"):
+        sched.load_state_dict({**state, "step_s": -0.5})
 
 
 def test_resume_stops_by_the_loops_rule_not_only_at_zero_seconds_left(tmp_path) -> None:

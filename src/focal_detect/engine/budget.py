@@ -185,8 +185,8 @@ class BudgetClock:
         device: Device of the broadcast tensor (the run's, for NCCL; else CPU).
 
     Raises:
-        ValueError: A budget that is not positive, negative earlier seconds, a world
-            size below 1.
+        ValueError: A budget that is not positive, negative earlier seconds or step
+            time, a world size below 1.
 
     Example:
         >>> clock = BudgetClock(10.0, t_start=time.perf_counter(), elapsed_before=4.0)
@@ -225,8 +225,20 @@ class BudgetClock:
     def spent_before(self) -> bool:
         """Whether the earlier calls used the budget up: by their recorded seconds,
         another step at their step time would end past it (the loop's stopping rule).
-        It reads only the checkpoint's numbers, so every process of a run agrees."""
-        return self._before + self._step_before > self.budget_s
+        It reads only the checkpoint's numbers, so every process of a run agrees.
+
+        Example:
+            >>> t = time.perf_counter()
+            >>> BudgetClock(10.0, t, elapsed_before=9.9, step_s_before=0.5).spent_before()
+            True
+            >>> BudgetClock(10.0, t, elapsed_before=9.0, step_s_before=0.5).spent_before()
+            False
+        """
+        return self._would_pass(self._before, self._step_before)
+
+    def _would_pass(self, elapsed_s: float, step_s: float) -> bool:
+        """The stopping rule: another step of ``step_s`` seconds would end past the budget."""
+        return elapsed_s + step_s > self.budget_s
 
     def step_seconds(self) -> float | None:
         """The recent time per step (``None`` before the first step of this call)."""
@@ -250,7 +262,7 @@ class BudgetClock:
         # The first step of a call also pays for warm-up; later ones are smoothed.
         self._step_s = dt if self._step_s is None or self._steps_here == 2 else 0.9 * self._step_s + 0.1 * dt
         elapsed = self.elapsed()
-        stop = elapsed + self._step_s > self.budget_s
+        stop = self._would_pass(elapsed, self._step_s)
         if self._world > 1:
             flags = torch.tensor([elapsed, float(stop)], dtype=torch.float64, device=self._device)
             torch.distributed.broadcast(flags, src=0)
